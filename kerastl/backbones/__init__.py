@@ -1,0 +1,20 @@
+"""Backbone registry: every `keras.applications` model by a snake_case name."""
+
+from kerastl.backbones import applications as _applications  # noqa: F401  (fills the registry)
+from kerastl.backbones.recipes import PREPROCESSING_MODES
+from kerastl.backbones.registry import (
+    BackboneSpec,
+    get_backbone,
+    list_backbones,
+    register_backbone,
+    split_blocks,
+)
+
+__all__ = [
+    "PREPROCESSING_MODES",
+    "BackboneSpec",
+    "get_backbone",
+    "list_backbones",
+    "register_backbone",
+    "split_blocks",
+]

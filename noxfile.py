@@ -1,0 +1,87 @@
+"""The backend matrix: one venv per backend, holding only that backend.
+
+    nox                          lint, tests on the three backends, cross-backend loads
+    nox -s "tests(jax)"          one backend
+    nox -s "gpu(torch)"          GPU-marked tests and benchmarks, current interpreter
+"""
+
+import os
+import pathlib
+
+import nox
+
+BACKENDS = ["tensorflow", "jax", "torch"]
+GPU_BACKENDS = ["jax", "torch"]
+ROOT = pathlib.Path(__file__).parent
+
+nox.options.sessions = ["lint", "tests", "cross_backend"]
+nox.options.reuse_existing_virtualenvs = False
+
+
+def _install(session, backend):
+    session.install("-e", f".[{backend}]")
+    session.install(*nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "test"))
+
+
+def _venv_python(backend):
+    return ROOT / ".nox" / f"tests-{backend}" / "bin" / "python"
+
+
+@nox.session
+def lint(session):
+    session.install(*nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "lint"))
+    session.run("ruff", "check", "kerastl", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "kerastl", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+@nox.parametrize("backend", BACKENDS, ids=BACKENDS)
+def tests(session, backend):
+    _install(session, backend)
+    session.run(
+        "pytest",
+        "-m",
+        "not gpu and not cross_backend",
+        *session.posargs,
+        env={"KERAS_BACKEND": backend},
+    )
+
+
+@nox.session(venv_backend="none")
+def cross_backend(session):
+    """Save under each backend, load under each of the three: 9 pairs.
+
+    Reuses the single-backend venvs of the tests sessions, which run before it.
+    """
+    pythons = {b: _venv_python(b) for b in BACKENDS}
+    missing = [b for b, p in pythons.items() if not p.exists()]
+    if missing:
+        session.error(f"no venv for {missing}: run `nox -s tests` first.")
+    mapping = ",".join(f"{b}={p}" for b, p in pythons.items())
+    for backend, python in pythons.items():
+        session.run(
+            str(python),
+            "-m",
+            "pytest",
+            "-m",
+            "cross_backend",
+            *session.posargs,
+            env={"KERAS_BACKEND": backend, "KERASTL_PYTHONS": mapping},
+            external=True,
+        )
+
+
+@nox.session(venv_backend="none")
+@nox.parametrize("backend", GPU_BACKENDS, ids=GPU_BACKENDS)
+def gpu(session, backend):
+    """GPU-marked tests and benchmarks, in the current interpreter (kerastl installed)."""
+    env = {"KERAS_BACKEND": backend}
+    check = {
+        "jax": "import jax; assert jax.devices('gpu'), 'no GPU visible to jax'",
+        "torch": "import torch; assert torch.cuda.is_available(), 'no GPU visible to torch'",
+    }[backend]
+    session.run("python", "-c", check, env=env, external=True)
+    session.run("python", "-m", "pytest", "-m", "gpu", *session.posargs, env=env, external=True)
+    bench_dir = ROOT / "benchmarks"
+    for script in sorted(bench_dir.glob("bench_*.py")):
+        session.run("python", str(script), "--gpu", env=env, external=True)

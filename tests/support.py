@@ -1,0 +1,95 @@
+"""Shared test helpers: real offline images, calibrated backbones, backend subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def real_images(size=96, count=24, seed=0):
+    """`count` random crops of real photographs resized to `size`, uint8 RGB."""
+    from skimage import data, transform
+    from sklearn.datasets import load_sample_images
+
+    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    sources += list(load_sample_images().images)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        image = sources[i % len(sources)]
+        h, w = image.shape[:2]
+        side = int(rng.integers(min(h, w) // 3, min(h, w)))
+        top = int(rng.integers(0, h - side + 1))
+        left = int(rng.integers(0, w - side + 1))
+        crop = image[top : top + side, left : left + side]
+        crop = transform.resize(crop, (size, size), anti_aliasing=True, preserve_range=True)
+        out.append(crop.astype("uint8"))
+    return np.stack(out)
+
+
+def tf_mode(images):
+    """The "tf" input recipe: uint8 0..255 -> float32 in [-1, 1]."""
+    return images.astype("float32") / 127.5 - 1.0
+
+
+def calibrate_batchnorm(model, images):
+    """Sets every BatchNorm's moving statistics to those of `images` in one pass.
+
+    With momentum 0, a training-mode call replaces the moving statistics by the
+    batch statistics, layer after layer, on normalised inputs.
+    """
+    bns = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [(bn, bn.momentum, bn.trainable) for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+        bn.trainable = True
+    model(images, training=True)
+    for bn, momentum, trainable in saved:
+        bn.momentum = momentum
+        bn.trainable = trainable
+    return model
+
+
+def calibrated_weights_file(name, path, input_shape, backbone_kwargs=None):
+    from kerastl.backbones import get_backbone
+
+    keras.utils.set_random_seed(1)
+    model = get_backbone(name).build(input_shape, weights=None, **(backbone_kwargs or {}))
+    calibrate_batchnorm(model, tf_mode(real_images(size=input_shape[0], count=32, seed=1)))
+    model.save_weights(str(path))
+    keras.backend.clear_session()
+    return str(path)
+
+
+def backend_python(backend):
+    """An interpreter that has `backend`: from KERASTL_PYTHONS, else this one."""
+    mapping = os.environ.get("KERASTL_PYTHONS")
+    if mapping:
+        pythons = dict(item.split("=", 1) for item in mapping.split(","))
+        return pythons[backend]
+    return sys.executable
+
+
+def run_in_backend(backend, code, **variables):
+    """Runs `code` in a fresh process on `backend`; returns what it prints as JSON.
+
+    `variables` are passed as JSON and bound as globals in the child.
+    """
+    prelude = "import json, sys\nglobals().update(json.loads(sys.argv[1]))\n"
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.path.dirname(__file__))
+    result = subprocess.run(
+        [backend_python(backend), "-c", prelude + textwrap.dedent(code), json.dumps(variables)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"{backend} subprocess failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])

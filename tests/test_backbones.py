@@ -1,0 +1,124 @@
+import math
+
+import keras
+import pytest
+
+import kerastl
+from kerastl.backbones import get_backbone, list_backbones, register_backbone, split_blocks
+
+EXPECTED = (
+    ["vgg16", "vgg19", "xception", "inception_v3", "inception_resnet_v2"]
+    + [f"resnet{d}{v}" for d in (50, 101, 152) for v in ("", "_v2")]
+    + ["mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
+    + [f"densenet{d}" for d in (121, 169, 201)]
+    + [f"efficientnet_b{i}" for i in range(8)]
+    + [f"efficientnet_v2_{v}" for v in ("b0", "b1", "b2", "b3", "s", "m", "l")]
+    + [f"convnext_{v}" for v in ("tiny", "small", "base", "large", "xlarge")]
+    + ["nasnet_mobile", "nasnet_large"]
+)
+
+
+def test_registry_holds_every_keras_application():
+    assert sorted(EXPECTED) == list_backbones()
+    assert list_backbones("efficientnet_v2") == sorted(n for n in EXPECTED if "efficientnet_v2" in n)
+
+
+def test_preprocessing_recipes_match_keras_applications():
+    expected = {"vgg16": "caffe", "resnet50": "caffe", "resnet50_v2": "tf", "xception": "tf",
+                "densenet121": "torch", "efficientnet_b0": "none", "convnext_tiny": "none",
+                "mobilenet_v3_small": "none", "efficientnet_v2_s": "none", "nasnet_large": "tf"}
+    assert {n: get_backbone(n).preprocessing for n in expected} == expected
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_every_backbone_builds_at_its_minimum_size(name):
+    spec = get_backbone(name)
+    size = spec.min_size
+    extractor = kerastl.FeatureExtractor(name, weights=None, input_shape=(size, size, 3))
+    symbolic = extractor(keras.Input((size, size, 3)))
+    assert extractor.compute_output_shape((None, size, size, 3)) == tuple(symbolic.shape)
+    assert extractor.backbone.count_params() > 0
+    # Feature layers exist and sit at their stride (valid padding shrinks small inputs a bit).
+    sides = []
+    for key, layer_name in spec.feature_layers.items():
+        side = extractor.backbone.get_layer(layer_name).output.shape[1]
+        stride = int(key[1:])
+        assert abs(math.log2(size / side) - math.log2(stride)) <= 1.5, (key, layer_name, side)
+        sides.append(side)
+    assert sides == sorted(sides, reverse=True) and len(sides) >= 3
+    # Blocks: several, in order, covering every layer once.
+    blocks = spec.blocks(extractor.backbone)
+    assert len(blocks) >= 4, blocks[:3]
+    names = [n for _, layer_names in blocks for n in layer_names]
+    assert names == [layer.name for layer in extractor.backbone.layers[1:]]
+
+
+def test_block_boundaries_follow_the_architecture():
+    spec = get_backbone("mobilenet_v2")
+    model = spec.build((32, 32, 3), alpha=0.35)
+    blocks = dict(spec.blocks(model))
+    assert list(blocks)[:3] == ["stem", "expanded_conv", "block_1"]
+    assert list(blocks)[-1] == "block_16"
+    assert blocks["stem"] == ["Conv1", "bn_Conv1", "Conv1_relu"]
+    assert "out_relu" in blocks["block_16"]  # the final 1x1 conv joins the last block
+    # Inception networks end blocks at their named `mixed` outputs.
+    inception = get_backbone("inception_v3").build((75, 75, 3))
+    ends = [layers[-1] for _, layers in get_backbone("inception_v3").blocks(inception)]
+    assert ends[:11] == [f"mixed{i}" for i in range(11)]
+
+
+def test_split_blocks_without_patterns_gives_one_block_per_weighted_layer():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="a")(inputs)
+    x = keras.layers.ReLU(name="a_relu")(x)
+    x = keras.layers.Conv2D(4, 3, name="b")(x)
+    model = keras.Model(inputs, x)
+    assert split_blocks(model) == [("a", ["a", "a_relu"]), ("b", ["b"])]
+
+
+def test_unknown_backbone_lists_close_matches():
+    with pytest.raises(ValueError, match=r"Did you mean \['mobilenet_v2'.*Received: backbone='mobilnet_v2'"):
+        get_backbone("mobilnet_v2")
+    assert get_backbone("MobileNet-V2").name == "mobilenet_v2"
+
+
+def _tiny(include_top=False, weights=None, input_shape=(32, 32, 3)):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stage1_conv")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stage2_conv")(x)
+    return keras.Model(inputs, x, name="tiny_cnn")
+
+
+def test_register_backbone_user_entry():
+    spec = register_backbone(
+        "tiny_cnn_test", _tiny, default_size=32, min_size=8, preprocessing="tf",
+        block_pattern=r"^(stage\d+)_", feature_layers={"S2": "stage1_conv", "S4": "stage2_conv"},
+        overwrite=True,
+    )
+    assert "tiny_cnn_test" in list_backbones()
+    extractor = kerastl.FeatureExtractor("tiny_cnn_test", weights=None, outputs=["S2", "S4"])
+    shapes = extractor.compute_output_shape((None, 32, 32, 3))
+    assert shapes == {"S2": (None, 16, 16, 8), "S4": (None, 8, 8, 8)}
+    assert [b for b, _ in spec.blocks(extractor.backbone)] == ["stage1", "stage2"]
+    with pytest.raises(ValueError, match="registered already"):
+        register_backbone("tiny_cnn_test", _tiny, default_size=32, min_size=8, preprocessing="tf")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "Bad Name"}, "snake_case"),
+        ({"preprocessing": "imagenet"}, "Received: preprocessing='imagenet'"),
+        ({"min_size": 0}, "Received: min_size=0"),
+        ({"default_size": 16, "min_size": 32}, "default_size=16, min_size=32"),
+        ({"block_pattern": "(unclosed"}, r"Received: block_pattern='\(unclosed'"),
+        ({"constructor": "not callable"}, "constructor"),
+    ],
+)
+def test_register_backbone_rejects_bad_entries(kwargs, match):
+    args = dict(name="x_test", constructor=_tiny, default_size=32, min_size=8, preprocessing="tf")
+    args.update(kwargs)
+    name = args.pop("name")
+    constructor = args.pop("constructor")
+    with pytest.raises(ValueError, match=match):
+        register_backbone(name, constructor, **args)

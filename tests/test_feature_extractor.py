@@ -1,0 +1,327 @@
+import json
+import os
+import time
+import urllib.error
+
+import keras
+import numpy as np
+import pytest
+
+import kerastl
+from support import BACKENDS, run_in_backend, tf_mode
+
+MOBILENET = dict(input_shape=(96, 96, 3), backbone_kwargs={"alpha": 0.35})
+
+
+def extractor(weights, **kwargs):
+    return kerastl.FeatureExtractor("mobilenet_v2", weights=weights, **{**MOBILENET, **kwargs})
+
+
+def test_seed_001_parameter_counts():
+    base = kerastl.FeatureExtractor(
+        "mobilenet_v2", weights=None, input_shape=(160, 160, 3), pooling="avg", freeze="all"
+    )
+    model = keras.Sequential([base, keras.layers.Dense(1)])
+    assert model.input_shape == (None, 160, 160, 3)  # Sequential picks up input_shape
+    assert base.count_params() == 2_257_984
+    assert sum(int(np.prod(v.shape)) for v in base.trainable_weights) == 0
+    assert sum(int(np.prod(v.shape)) for v in model.trainable_weights) == 1_281
+    assert base.compute_output_shape((32, 160, 160, 3)) == (32, 1280)
+
+
+def test_cut_and_multi_scale_outputs():
+    cut = kerastl.FeatureExtractor("mobilenet_v2", weights=None, input_shape=(96, 96, 3),
+                                   cut="block_6_expand_relu")
+    assert tuple(cut(np.zeros((2, 96, 96, 3), "float32")).shape) == (2, 12, 12, 192)
+    assert cut.backbone.layers[-1].name == "block_6_expand_relu"  # later layers are gone
+    multi = extractor(None, outputs=["S8", "block_13_expand_relu", "out_relu"])
+    maps = multi(np.zeros((2, 96, 96, 3), "float32"))
+    shapes = {k: tuple(v.shape) for k, v in maps.items()}
+    assert shapes == {"S8": (2, 12, 12, 96), "block_13_expand_relu": (2, 6, 6, 192),
+                      "out_relu": (2, 3, 3, 1280)}
+    assert multi.compute_output_shape((2, 96, 96, 3)) == shapes
+    pooled = extractor(None, outputs=["S8", "S32"], pooling="gem")
+    out = pooled(np.zeros((2, 96, 96, 3), "float32"))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"S8": (2, 96), "S32": (2, 1280)}
+
+
+@pytest.mark.parametrize("pooling, channels", [("avg", 1280), ("max", 1280), ("gem", 1280),
+                                               ("avgmax", 2560)])
+def test_pooling_modes(pooling, channels, mobilenet_weights, photos):
+    images = tf_mode(photos[:4])
+    maps = keras.ops.convert_to_numpy(extractor(mobilenet_weights)(images))
+    pooled = keras.ops.convert_to_numpy(extractor(mobilenet_weights, pooling=pooling)(images))
+    assert pooled.shape == (4, channels)
+    expected = {
+        "avg": maps.mean(axis=(1, 2)),
+        "max": maps.max(axis=(1, 2)),
+        "gem": (np.maximum(maps, 1e-6) ** 3).mean(axis=(1, 2)) ** (1 / 3),
+        "avgmax": np.concatenate([maps.mean(axis=(1, 2)), maps.max(axis=(1, 2))], -1),
+    }[pooling]
+    np.testing.assert_allclose(pooled, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_calibrated_backbone_gives_meaningful_features(mobilenet_weights, photos):
+    """Guards every feature check: features depend on the image and are not ~0."""
+    features = keras.ops.convert_to_numpy(extractor(mobilenet_weights, pooling="avg")(tf_mode(photos)))
+    assert features.std() > 0.05
+    assert np.abs(features[0] - features[1]).mean() > 0.01  # different photos, different features
+    random_init = keras.ops.convert_to_numpy(extractor(None, pooling="avg")(tf_mode(photos)))
+    assert not np.allclose(features, random_init, atol=1e-3)
+
+
+def test_config_round_trip_through_json(mobilenet_weights, photos):
+    layer = extractor(mobilenet_weights, pooling="gem", freeze="none", bn="affine", name="fx")
+    layer(tf_mode(photos[:1]))
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
+    assert config["config"]["weights"] is None  # loading never downloads
+    clone = keras.saving.deserialize_keras_object(config)
+    clone(tf_mode(photos[:1]))
+    assert clone.get_config() == layer.get_config()
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(clone(tf_mode(photos[:4]))),
+        keras.ops.convert_to_numpy(layer(tf_mode(photos[:4]))),
+        atol=1e-5,
+    )
+
+
+def _classifier(weights):
+    inputs = keras.Input((96, 96, 3))
+    features = extractor(weights, pooling="gem")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(features))
+
+
+def test_keras_save_and_load_give_equal_outputs(mobilenet_weights, photos, tmp_path):
+    model = _classifier(mobilenet_weights)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.layers[1], kerastl.FeatureExtractor)
+    assert loaded.layers[1].fully_frozen
+    np.testing.assert_allclose(
+        loaded.predict(tf_mode(photos), verbose=0),
+        model.predict(tf_mode(photos), verbose=0),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.cross_backend
+@pytest.mark.parametrize("target", BACKENDS)
+def test_saved_extractor_loads_on_every_backend(target, mobilenet_weights, photos, tmp_path):
+    model = _classifier(mobilenet_weights)
+    path = str(tmp_path / f"saved_on_{keras.config.backend()}.keras")
+    model.save(path)
+    expected = model.predict(tf_mode(photos[:6]), verbose=0)
+    np.save(tmp_path / "images.npy", tf_mode(photos[:6]))
+    got = run_in_backend(
+        target,
+        """
+        import keras, numpy as np, kerastl
+        model = keras.saving.load_model(path)
+        assert isinstance(model.layers[1], kerastl.FeatureExtractor)
+        print(json.dumps(model.predict(np.load(images), verbose=0).tolist()))
+        """,
+        path=path,
+        images=str(tmp_path / "images.npy"),
+    )
+    np.testing.assert_allclose(np.array(got), expected, atol=1e-4)
+
+
+def test_frozen_batchnorm_statistics_do_not_move_and_frozen_weights_get_no_slots(
+    mobilenet_weights, photos
+):
+    model = _classifier(mobilenet_weights)
+    backbone = model.layers[1].backbone
+    before = [keras.ops.convert_to_numpy(v) for v in backbone.weights]
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    labels = np.arange(len(photos)) % 3
+    model.fit(tf_mode(photos), labels, epochs=2, batch_size=8, verbose=0)
+    after = [keras.ops.convert_to_numpy(v) for v in backbone.weights]
+    moving = [v.path for v in backbone.weights if "moving" in v.path]
+    assert len(moving) > 50
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(b, a)
+    # Adam keeps two slots per trained variable: the head (kernel, bias) and GeM's p only.
+    trained = {v.path for v in model.trainable_variables}
+    assert len(trained) == 3
+    slots = [v for v in model.optimizer.variables if len(v.shape) > 0 or "momentum" in v.path
+             or "velocity" in v.path]
+    assert len(slots) == 2 * len(trained)
+    assert sum(int(np.prod(v.shape)) for v in model.optimizer.variables) < 10_000
+
+
+def test_fully_frozen_extractor_passes_no_gradient(mobilenet_weights, photos):
+    layer = extractor(mobilenet_weights, pooling="avg")
+    assert layer.fully_frozen
+    trainable = extractor(mobilenet_weights, pooling="avg", freeze="none")
+    assert not trainable.fully_frozen
+    assert len(trainable.trainable_weights) > 0
+    # bn="frozen" keeps BatchNorm layers out of training even under freeze="none".
+    bns = [la for la in trainable.backbone.layers if isinstance(la, keras.layers.BatchNormalization)]
+    assert bns and not any(bn.trainable for bn in bns)
+    affine = extractor(mobilenet_weights, freeze="none", bn="affine")
+    assert all(la.trainable for la in affine.backbone.layers
+               if isinstance(la, keras.layers.BatchNormalization))
+
+
+def _gradient_norm(layer, images):
+    """Gradient of the summed features with respect to the input images."""
+    backend = keras.config.backend()
+    x = keras.ops.convert_to_tensor(images)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = keras.ops.sum(layer(x))
+        grad = tape.gradient(y, x)
+        return 0.0 if grad is None else float(np.abs(grad.numpy()).sum())
+    if backend == "jax":
+        import jax
+
+        grad = jax.grad(lambda t: keras.ops.sum(layer(t)))(x)
+        return float(np.abs(np.asarray(grad)).sum())
+    import torch
+
+    x = x.detach().requires_grad_(True)
+    y = keras.ops.sum(layer(x))
+    if not y.requires_grad:
+        return 0.0
+    y.backward()
+    return float(x.grad.abs().sum())
+
+
+def test_gradient_is_cut_at_a_frozen_extractor(mobilenet_weights, photos):
+    images = tf_mode(photos[:2])
+    assert _gradient_norm(extractor(mobilenet_weights, pooling="avg"), images) == 0.0
+    open_layer = extractor(mobilenet_weights, pooling="avg", freeze="none")
+    assert _gradient_norm(open_layer, images) > 0.0
+
+
+def test_backbone_from_model_and_from_model_file_with_submodel(mobilenet_weights, photos, tmp_path):
+    base = kerastl.backbones.get_backbone("mobilenet_v2").build(
+        (96, 96, 3), weights=mobilenet_weights, alpha=0.35
+    )
+    inputs = keras.Input((96, 96, 3))
+    x = base(inputs, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    classifier = keras.Model(inputs, keras.layers.Dense(1)(x))
+    for suffix in ("keras", "h5"):
+        path = str(tmp_path / f"classifier.{suffix}")
+        classifier.save(path)
+        layer = kerastl.FeatureExtractor(path, submodel=base.name, pooling="avg")
+        reference = extractor(mobilenet_weights, pooling="avg")
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer(tf_mode(photos[:3]))),
+            keras.ops.convert_to_numpy(reference(tf_mode(photos[:3]))),
+            atol=1e-5,
+        )
+    from_model = kerastl.FeatureExtractor(base, cut="block_6_expand_relu")
+    assert from_model.compute_output_shape((1, 96, 96, 3)) == (1, 12, 12, 96)
+    clone = kerastl.FeatureExtractor.from_config(from_model.get_config())
+    assert clone.compute_output_shape((1, 96, 96, 3)) == (1, 12, 12, 96)
+
+
+def test_dtype_policy_is_respected():
+    layer = kerastl.FeatureExtractor("mobilenet_v2", weights=None, input_shape=(32, 32, 3),
+                                     pooling="avg", dtype="mixed_float16",
+                                     backbone_kwargs={"alpha": 0.35})
+    out = layer(np.zeros((1, 32, 32, 3), "float32"))
+    assert keras.backend.standardize_dtype(out.dtype) == "float16"
+    assert layer.backbone.layers[1].compute_dtype == "float16"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_imagenet_download_fails_fast_offline_with_instructions(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", offline)
+    start = time.time()
+    with pytest.raises(kerastl.WeightsDownloadError) as info:
+        kerastl.FeatureExtractor("mobilenet_v2", weights="imagenet", **{
+            "input_shape": (96, 96, 3), "backbone_kwargs": {"alpha": 0.35}})
+    assert time.time() - start < 10
+    message = str(info.value)
+    assert "https://storage.googleapis.com/" in message
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5" in message
+    assert "KERAS_HOME" in message and "weights='/path/to/" in message
+
+
+def test_imagenet_weights_come_from_the_keras_cache_directory(mobilenet_weights, photos, tmp_path):
+    """The cache directory named in the offline message really is where Keras looks."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    model = kerastl.backbones.get_backbone("mobilenet_v2").build(
+        (96, 96, 3), weights=mobilenet_weights, alpha=0.35
+    )
+    cache = tmp_path / "keras_home" / "models"
+    cache.mkdir(parents=True)
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
+    with h5py.File(cache / name, "w") as f:  # the format of the published files
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    expected = keras.ops.convert_to_numpy(model(tf_mode(photos[:2])))
+    np.save(tmp_path / "images.npy", tf_mode(photos[:2]))
+    backend = keras.config.backend()
+    os.environ.setdefault("KERASTL_PYTHONS", "")  # noqa: the child uses this interpreter
+    got = run_in_backend(
+        backend,
+        """
+        import os
+        os.environ["KERAS_HOME"] = home
+        import keras, numpy as np, kerastl
+        layer = kerastl.FeatureExtractor("mobilenet_v2", weights="imagenet",
+                                         input_shape=(96, 96, 3), backbone_kwargs={"alpha": 0.35})
+        print(json.dumps(keras.ops.convert_to_numpy(layer(np.load(images))).tolist()))
+        """,
+        home=str(tmp_path / "keras_home"),
+        images=str(tmp_path / "images.npy"),
+    )
+    np.testing.assert_allclose(np.array(got), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"backbone": "resnet_50"}, ValueError, r"Unknown backbone.*Received: backbone='resnet_50'"),
+        ({"cut": "block_6_expand_rel"}, ValueError,
+         r"no layer named 'block_6_expand_rel'.*block_6_expand_relu.*Received: cut="),
+        ({"outputs": ["S8", "nope"]}, ValueError, r"Received: outputs='nope'"),
+        ({"outputs": "S8"}, ValueError, r"Received: outputs='S8'"),
+        ({"input_shape": (16, 16, 3)}, ValueError, r"at least 32x32.*Received: input_shape=\(16, 16, 3\)"),
+        ({"input_shape": (96, 96, 1)}, ValueError, r"3-channel.*Received: input_shape=\(96, 96, 1\)"),
+        ({"input_shape": (96, 96)}, ValueError, r"Received: input_shape=\(96, 96\)"),
+        ({"pooling": "mean"}, ValueError, r"Received: pooling='mean'"),
+        ({"freeze": "some"}, ValueError, r"Received: freeze='some'"),
+        ({"bn": "moving"}, ValueError, r"Received: bn='moving'"),
+        ({"weights": "/no/such/file.weights.h5"}, FileNotFoundError,
+         r"Received: weights='/no/such/file.weights.h5'"),
+        ({"weights": 3}, ValueError, r"Received: weights=3"),
+        ({"backbone": "/no/such/model.keras"}, FileNotFoundError, r"Received: backbone="),
+        ({"submodel": "x"}, ValueError, r"Received: submodel='x'"),
+        ({"backbone": 42}, ValueError, r"Received: backbone=42"),
+    ],
+)
+def test_bad_arguments_get_clear_errors(kwargs, error, match):
+    args = dict(backbone="mobilenet_v2", weights=None, **MOBILENET)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        kerastl.FeatureExtractor(**args)
+
+
+def test_mismatched_weights_file_is_rejected(tmp_path):
+    other = kerastl.backbones.get_backbone("mobilenet_v2").build((96, 96, 3), alpha=1.0)
+    path = str(tmp_path / "alpha1.weights.h5")
+    other.save_weights(path)
+    with pytest.raises(ValueError, match=r"does not match backbone 'mobilenet_v2'.*Received: weights="):
+        extractor(path)
+
+
+def test_wrong_images_at_call_time():
+    layer = extractor(None, pooling="avg")
+    with pytest.raises(ValueError, match=r"built for images of shape \(96, 96, 3\).*\(2, 96, 96, 1\)"):
+        layer(np.zeros((2, 96, 96, 1), "float32"))
+    with pytest.raises(ValueError, match=r"image batch.*Received: input_shape=\(96, 96, 3\)"):
+        layer.build((96, 96, 3))
