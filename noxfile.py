@@ -1,11 +1,10 @@
 """The backend matrix: one venv per backend, holding only that backend.
 
-    nox                          lint, tests on the three backends, cross-backend loads
-    nox -s "tests(jax)"          one backend
-    nox -s "gpu(torch)"          GPU-marked tests and benchmarks, current interpreter
+nox                          lint, tests on the three backends, cross-backend loads
+nox -s "tests(jax)"          one backend
+nox -s "gpu(torch)"          GPU-marked tests and benchmarks, current interpreter
 """
 
-import os
 import pathlib
 
 import nox

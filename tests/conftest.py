@@ -2,7 +2,6 @@ import os
 
 import keras
 import pytest
-
 from support import calibrated_weights_file, real_images
 
 

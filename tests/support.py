@@ -44,7 +44,11 @@ def calibrate_batchnorm(model, images):
     With momentum 0, a training-mode call replaces the moving statistics by the
     batch statistics, layer after layer, on normalised inputs.
     """
-    bns = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    bns = [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     saved = [(bn, bn.momentum, bn.trainable) for bn in bns]
     for bn in bns:
         bn.momentum = 0.0

@@ -20,13 +20,24 @@ EXPECTED = (
 
 def test_registry_holds_every_keras_application():
     assert sorted(EXPECTED) == list_backbones()
-    assert list_backbones("efficientnet_v2") == sorted(n for n in EXPECTED if "efficientnet_v2" in n)
+    assert list_backbones("efficientnet_v2") == sorted(
+        n for n in EXPECTED if "efficientnet_v2" in n
+    )
 
 
 def test_preprocessing_recipes_match_keras_applications():
-    expected = {"vgg16": "caffe", "resnet50": "caffe", "resnet50_v2": "tf", "xception": "tf",
-                "densenet121": "torch", "efficientnet_b0": "none", "convnext_tiny": "none",
-                "mobilenet_v3_small": "none", "efficientnet_v2_s": "none", "nasnet_large": "tf"}
+    expected = {
+        "vgg16": "caffe",
+        "resnet50": "caffe",
+        "resnet50_v2": "tf",
+        "xception": "tf",
+        "densenet121": "torch",
+        "efficientnet_b0": "none",
+        "convnext_tiny": "none",
+        "mobilenet_v3_small": "none",
+        "efficientnet_v2_s": "none",
+        "nasnet_large": "tf",
+    }
     assert {n: get_backbone(n).preprocessing for n in expected} == expected
 
 
@@ -34,9 +45,15 @@ def test_preprocessing_recipes_match_keras_applications():
 def test_every_backbone_builds_at_its_minimum_size(name):
     spec = get_backbone(name)
     size = spec.min_size
-    extractor = kerastl.FeatureExtractor(name, weights=None, input_shape=(size, size, 3))
-    symbolic = extractor(keras.Input((size, size, 3)))
-    assert extractor.compute_output_shape((None, size, size, 3)) == tuple(symbolic.shape)
+    # Shapes only: a stateless scope defers variable initialisers (JAX runs each
+    # one as a compiled op), which makes 41 builds affordable on every backend.
+    with keras.StatelessScope():
+        extractor = kerastl.FeatureExtractor(
+            name, weights=None, input_shape=(size, size, 3), pooling="avgmax"
+        )
+    maps = extractor.backbone.output.shape
+    assert maps[1] >= 1 and maps[2] >= 1
+    assert extractor.compute_output_shape((None, size, size, 3)) == (None, 2 * maps[-1])
     assert extractor.backbone.count_params() > 0
     # Feature layers exist and sit at their stride (valid padding shrinks small inputs a bit).
     sides = []
@@ -77,7 +94,9 @@ def test_split_blocks_without_patterns_gives_one_block_per_weighted_layer():
 
 
 def test_unknown_backbone_lists_close_matches():
-    with pytest.raises(ValueError, match=r"Did you mean \['mobilenet_v2'.*Received: backbone='mobilnet_v2'"):
+    with pytest.raises(
+        ValueError, match=r"Did you mean \['mobilenet_v2'.*Received: backbone='mobilnet_v2'"
+    ):
         get_backbone("mobilnet_v2")
     assert get_backbone("MobileNet-V2").name == "mobilenet_v2"
 
@@ -91,8 +110,13 @@ def _tiny(include_top=False, weights=None, input_shape=(32, 32, 3)):
 
 def test_register_backbone_user_entry():
     spec = register_backbone(
-        "tiny_cnn_test", _tiny, default_size=32, min_size=8, preprocessing="tf",
-        block_pattern=r"^(stage\d+)_", feature_layers={"S2": "stage1_conv", "S4": "stage2_conv"},
+        "tiny_cnn_test",
+        _tiny,
+        default_size=32,
+        min_size=8,
+        preprocessing="tf",
+        block_pattern=r"^(stage\d+)_",
+        feature_layers={"S2": "stage1_conv", "S4": "stage2_conv"},
         overwrite=True,
     )
     assert "tiny_cnn_test" in list_backbones()

@@ -6,9 +6,9 @@ import urllib.error
 import keras
 import numpy as np
 import pytest
+from support import BACKENDS, run_in_backend, tf_mode
 
 import kerastl
-from support import BACKENDS, run_in_backend, tf_mode
 
 MOBILENET = dict(input_shape=(96, 96, 3), backbone_kwargs={"alpha": 0.35})
 
@@ -30,23 +30,28 @@ def test_seed_001_parameter_counts():
 
 
 def test_cut_and_multi_scale_outputs():
-    cut = kerastl.FeatureExtractor("mobilenet_v2", weights=None, input_shape=(96, 96, 3),
-                                   cut="block_6_expand_relu")
+    cut = kerastl.FeatureExtractor(
+        "mobilenet_v2", weights=None, input_shape=(96, 96, 3), cut="block_6_expand_relu"
+    )
     assert tuple(cut(np.zeros((2, 96, 96, 3), "float32")).shape) == (2, 12, 12, 192)
     assert cut.backbone.layers[-1].name == "block_6_expand_relu"  # later layers are gone
     multi = extractor(None, outputs=["S8", "block_13_expand_relu", "out_relu"])
     maps = multi(np.zeros((2, 96, 96, 3), "float32"))
     shapes = {k: tuple(v.shape) for k, v in maps.items()}
-    assert shapes == {"S8": (2, 12, 12, 96), "block_13_expand_relu": (2, 6, 6, 192),
-                      "out_relu": (2, 3, 3, 1280)}
+    assert shapes == {
+        "S8": (2, 12, 12, 96),
+        "block_13_expand_relu": (2, 6, 6, 192),
+        "out_relu": (2, 3, 3, 1280),
+    }
     assert multi.compute_output_shape((2, 96, 96, 3)) == shapes
     pooled = extractor(None, outputs=["S8", "S32"], pooling="gem")
     out = pooled(np.zeros((2, 96, 96, 3), "float32"))
     assert {k: tuple(v.shape) for k, v in out.items()} == {"S8": (2, 96), "S32": (2, 1280)}
 
 
-@pytest.mark.parametrize("pooling, channels", [("avg", 1280), ("max", 1280), ("gem", 1280),
-                                               ("avgmax", 2560)])
+@pytest.mark.parametrize(
+    "pooling, channels", [("avg", 1280), ("max", 1280), ("gem", 1280), ("avgmax", 2560)]
+)
 def test_pooling_modes(pooling, channels, mobilenet_weights, photos):
     images = tf_mode(photos[:4])
     maps = keras.ops.convert_to_numpy(extractor(mobilenet_weights)(images))
@@ -63,7 +68,9 @@ def test_pooling_modes(pooling, channels, mobilenet_weights, photos):
 
 def test_calibrated_backbone_gives_meaningful_features(mobilenet_weights, photos):
     """Guards every feature check: features depend on the image and are not ~0."""
-    features = keras.ops.convert_to_numpy(extractor(mobilenet_weights, pooling="avg")(tf_mode(photos)))
+    features = keras.ops.convert_to_numpy(
+        extractor(mobilenet_weights, pooling="avg")(tf_mode(photos))
+    )
     assert features.std() > 0.05
     assert np.abs(features[0] - features[1]).mean() > 0.01  # different photos, different features
     random_init = keras.ops.convert_to_numpy(extractor(None, pooling="avg")(tf_mode(photos)))
@@ -140,13 +147,16 @@ def test_frozen_batchnorm_statistics_do_not_move_and_frozen_weights_get_no_slots
     after = [keras.ops.convert_to_numpy(v) for v in backbone.weights]
     moving = [v.path for v in backbone.weights if "moving" in v.path]
     assert len(moving) > 50
-    for b, a in zip(before, after):
+    for b, a in zip(before, after, strict=True):
         np.testing.assert_array_equal(b, a)
     # Adam keeps two slots per trained variable: the head (kernel, bias) and GeM's p only.
     trained = {v.path for v in model.trainable_variables}
     assert len(trained) == 3
-    slots = [v for v in model.optimizer.variables if len(v.shape) > 0 or "momentum" in v.path
-             or "velocity" in v.path]
+    slots = [
+        v
+        for v in model.optimizer.variables
+        if len(v.shape) > 0 or "momentum" in v.path or "velocity" in v.path
+    ]
     assert len(slots) == 2 * len(trained)
     assert sum(int(np.prod(v.shape)) for v in model.optimizer.variables) < 10_000
 
@@ -158,11 +168,16 @@ def test_fully_frozen_extractor_passes_no_gradient(mobilenet_weights, photos):
     assert not trainable.fully_frozen
     assert len(trainable.trainable_weights) > 0
     # bn="frozen" keeps BatchNorm layers out of training even under freeze="none".
-    bns = [la for la in trainable.backbone.layers if isinstance(la, keras.layers.BatchNormalization)]
+    bns = [
+        la for la in trainable.backbone.layers if isinstance(la, keras.layers.BatchNormalization)
+    ]
     assert bns and not any(bn.trainable for bn in bns)
     affine = extractor(mobilenet_weights, freeze="none", bn="affine")
-    assert all(la.trainable for la in affine.backbone.layers
-               if isinstance(la, keras.layers.BatchNormalization))
+    assert all(
+        la.trainable
+        for la in affine.backbone.layers
+        if isinstance(la, keras.layers.BatchNormalization)
+    )
 
 
 def _gradient_norm(layer, images):
@@ -182,7 +197,6 @@ def _gradient_norm(layer, images):
 
         grad = jax.grad(lambda t: keras.ops.sum(layer(t)))(x)
         return float(np.abs(np.asarray(grad)).sum())
-    import torch
 
     x = x.detach().requires_grad_(True)
     y = keras.ops.sum(layer(x))
@@ -224,9 +238,14 @@ def test_backbone_from_model_and_from_model_file_with_submodel(mobilenet_weights
 
 
 def test_dtype_policy_is_respected():
-    layer = kerastl.FeatureExtractor("mobilenet_v2", weights=None, input_shape=(32, 32, 3),
-                                     pooling="avg", dtype="mixed_float16",
-                                     backbone_kwargs={"alpha": 0.35})
+    layer = kerastl.FeatureExtractor(
+        "mobilenet_v2",
+        weights=None,
+        input_shape=(32, 32, 3),
+        pooling="avg",
+        dtype="mixed_float16",
+        backbone_kwargs={"alpha": 0.35},
+    )
     out = layer(np.zeros((1, 32, 32, 3), "float32"))
     assert keras.backend.standardize_dtype(out.dtype) == "float16"
     assert layer.backbone.layers[1].compute_dtype == "float16"
@@ -240,8 +259,11 @@ def test_imagenet_download_fails_fast_offline_with_instructions(monkeypatch):
     monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", offline)
     start = time.time()
     with pytest.raises(kerastl.WeightsDownloadError) as info:
-        kerastl.FeatureExtractor("mobilenet_v2", weights="imagenet", **{
-            "input_shape": (96, 96, 3), "backbone_kwargs": {"alpha": 0.35}})
+        kerastl.FeatureExtractor(
+            "mobilenet_v2",
+            weights="imagenet",
+            **{"input_shape": (96, 96, 3), "backbone_kwargs": {"alpha": 0.35}},
+        )
     assert time.time() - start < 10
     message = str(info.value)
     assert "https://storage.googleapis.com/" in message
@@ -285,19 +307,37 @@ def test_imagenet_weights_come_from_the_keras_cache_directory(mobilenet_weights,
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"backbone": "resnet_50"}, ValueError, r"Unknown backbone.*Received: backbone='resnet_50'"),
-        ({"cut": "block_6_expand_rel"}, ValueError,
-         r"no layer named 'block_6_expand_rel'.*block_6_expand_relu.*Received: cut="),
+        (
+            {"backbone": "resnet_50"},
+            ValueError,
+            r"Unknown backbone.*Received: backbone='resnet_50'",
+        ),
+        (
+            {"cut": "block_6_expand_rel"},
+            ValueError,
+            r"no layer named 'block_6_expand_rel'.*block_6_expand_relu.*Received: cut=",
+        ),
         ({"outputs": ["S8", "nope"]}, ValueError, r"Received: outputs='nope'"),
         ({"outputs": "S8"}, ValueError, r"Received: outputs='S8'"),
-        ({"input_shape": (16, 16, 3)}, ValueError, r"at least 32x32.*Received: input_shape=\(16, 16, 3\)"),
-        ({"input_shape": (96, 96, 1)}, ValueError, r"3-channel.*Received: input_shape=\(96, 96, 1\)"),
+        (
+            {"input_shape": (16, 16, 3)},
+            ValueError,
+            r"at least 32x32.*Received: input_shape=\(16, 16, 3\)",
+        ),
+        (
+            {"input_shape": (96, 96, 1)},
+            ValueError,
+            r"3-channel.*Received: input_shape=\(96, 96, 1\)",
+        ),
         ({"input_shape": (96, 96)}, ValueError, r"Received: input_shape=\(96, 96\)"),
         ({"pooling": "mean"}, ValueError, r"Received: pooling='mean'"),
         ({"freeze": "some"}, ValueError, r"Received: freeze='some'"),
         ({"bn": "moving"}, ValueError, r"Received: bn='moving'"),
-        ({"weights": "/no/such/file.weights.h5"}, FileNotFoundError,
-         r"Received: weights='/no/such/file.weights.h5'"),
+        (
+            {"weights": "/no/such/file.weights.h5"},
+            FileNotFoundError,
+            r"Received: weights='/no/such/file.weights.h5'",
+        ),
         ({"weights": 3}, ValueError, r"Received: weights=3"),
         ({"backbone": "/no/such/model.keras"}, FileNotFoundError, r"Received: backbone="),
         ({"submodel": "x"}, ValueError, r"Received: submodel='x'"),
@@ -315,13 +355,17 @@ def test_mismatched_weights_file_is_rejected(tmp_path):
     other = kerastl.backbones.get_backbone("mobilenet_v2").build((96, 96, 3), alpha=1.0)
     path = str(tmp_path / "alpha1.weights.h5")
     other.save_weights(path)
-    with pytest.raises(ValueError, match=r"does not match backbone 'mobilenet_v2'.*Received: weights="):
+    with pytest.raises(
+        ValueError, match=r"does not match backbone 'mobilenet_v2'.*Received: weights="
+    ):
         extractor(path)
 
 
 def test_wrong_images_at_call_time():
     layer = extractor(None, pooling="avg")
-    with pytest.raises(ValueError, match=r"built for images of shape \(96, 96, 3\).*\(2, 96, 96, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"built for images of shape \(96, 96, 3\).*\(2, 96, 96, 1\)"
+    ):
         layer(np.zeros((2, 96, 96, 1), "float32"))
     with pytest.raises(ValueError, match=r"image batch.*Received: input_shape=\(96, 96, 3\)"):
         layer.build((96, 96, 3))

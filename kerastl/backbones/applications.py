@@ -23,7 +23,9 @@ def _add(name, constructor, default_size, preprocessing, min_size=32, **kwargs):
 
 def _vgg_features(last_convs):
     keys = ("S2", "S4", "S8", "S16")
-    features = {k: f"block{i + 2}_conv{n}" for i, (k, n) in enumerate(zip(keys, last_convs))}
+    features = {
+        k: f"block{i + 2}_conv{n}" for i, (k, n) in enumerate(zip(keys, last_convs, strict=True))
+    }
     features["S32"] = "block5_pool"
     return features
 

@@ -5,8 +5,6 @@ import os
 import re
 import socket
 
-import keras
-
 # A download that cannot connect fails after this many seconds instead of
 # hanging: offline machines must get the "use a local file" message fast.
 DOWNLOAD_TIMEOUT_S = 20

@@ -1,8 +1,15 @@
 """Freeze policies: which layers of a backbone train.
 
 A policy is a small serialisable object. `trainable_layers(model, blocks)`
-returns the names of the layers that train; everything else is frozen.
+returns the names of the layers that train; everything else is frozen. A policy
+that was asked to select something and selects nothing raises `ValueError`
+(naming the policy and the closest layer names): it is never a silent no-op.
 """
+
+import difflib
+import math
+import numbers
+import re
 
 import keras
 
@@ -13,8 +20,8 @@ class FreezePolicy:
     """Base class: decides which layers of a backbone train.
 
     Subclasses implement `trainable_layers` and, when they take arguments,
-    `get_config`. A policy that selects nothing it was asked to select raises
-    `ValueError`; it never silently does nothing.
+    `get_config`. Policies compose: `a | b` trains what either trains
+    (`AnyOf`), `a & b` what both train (`AllOf`).
     """
 
     def trainable_layers(self, model, blocks):
@@ -33,6 +40,12 @@ class FreezePolicy:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def __or__(self, other):
+        return AnyOf([self, get_policy(other)])
+
+    def __and__(self, other):
+        return AllOf([self, get_policy(other)])
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -58,7 +71,186 @@ class FreezeNone(FreezePolicy):
     """Every backbone layer trains (`freeze="none"`): full fine-tuning."""
 
     def trainable_layers(self, model, blocks):
-        return {layer.name for layer in model.layers}
+        return set(_layer_names(model))
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class FreezeUpTo(FreezePolicy):
+    """Freezes every layer up to and including `layer_name`; the layers after it train.
+
+    Args:
+        layer_name: a layer name, or a block name (`"block_12"`): then the
+            whole block is frozen.
+
+    Example:
+
+    ```python
+    policy = kerastl.freeze.FreezeUpTo("block_12_project_BN")
+    ```
+    """
+
+    def __init__(self, layer_name):
+        if not isinstance(layer_name, str) or not layer_name:
+            raise ValueError(
+                f"`layer_name` must be a layer or block name. Received: layer_name={layer_name!r}"
+            )
+        self.layer_name = layer_name
+
+    def trainable_layers(self, model, blocks):
+        names = _layer_names(model)
+        last = self.layer_name
+        block_layers = dict(blocks).get(self.layer_name)
+        if last not in names and block_layers:
+            last = block_layers[-1]
+        if last not in names:
+            _no_match(self, model, self.layer_name, names + [b for b, _ in blocks], "layer_name")
+        return set(names[names.index(last) + 1 :])
+
+    def get_config(self):
+        return {"layer_name": self.layer_name}
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class TrainTopBlocks(FreezePolicy):
+    """Trains the last `n` blocks; the rest is frozen.
+
+    Blocks come from the backbone registry (`block_1` ... `block_16` for
+    MobileNetV2); a model without block information has one block per layer
+    that holds weights. `n` larger than the number of blocks trains them all;
+    `n=0` trains none.
+
+    Args:
+        n: number of blocks to train, counted from the output.
+    """
+
+    def __init__(self, n):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"`n` must be an int >= 0. Received: n={n!r}")
+        self.n = int(n)
+
+    def trainable_layers(self, model, blocks):
+        if self.n == 0:
+            return set()
+        return {name for _, layers in blocks[-self.n :] for name in layers}
+
+    def get_config(self):
+        return {"n": self.n}
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class TrainFraction(FreezePolicy):
+    """Trains the top fraction `f` of the layers that hold weights.
+
+    `ceil(f * n)` of the `n` weighted layers train, counted from the output,
+    with the weightless layers after the first of them.
+
+    Args:
+        f: float in [0, 1]; 0 freezes everything, 1 trains everything.
+    """
+
+    def __init__(self, f):
+        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 <= f <= 1:
+            raise ValueError(f"`f` must be a number in [0, 1]. Received: f={f!r}")
+        self.f = float(f)
+
+    def trainable_layers(self, model, blocks):
+        layers = _layers(model)
+        weighted = [i for i, layer in enumerate(layers) if layer.weights]
+        count = math.ceil(self.f * len(weighted) - 1e-9)
+        if count == 0:
+            return set()
+        first = weighted[-count]
+        return {layer.name for layer in layers[first:]}
+
+    def get_config(self):
+        return {"f": self.f}
+
+
+class _PatternPolicy(FreezePolicy):
+    def __init__(self, pattern):
+        if not isinstance(pattern, str):
+            raise ValueError(f"`pattern` must be a regex string. Received: pattern={pattern!r}")
+        try:
+            self._regex = re.compile(pattern)
+        except re.error as e:
+            raise ValueError(
+                f"`pattern` is not a valid regex ({e}). Received: pattern={pattern!r}"
+            ) from None
+        self.pattern = pattern
+
+    def matching(self, model):
+        names = _layer_names(model)
+        matched = {name for name in names if self._regex.search(name)}
+        if not matched:
+            _no_match(self, model, self.pattern, names, "pattern")
+        return matched
+
+    def get_config(self):
+        return {"pattern": self.pattern}
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class FreezePattern(_PatternPolicy):
+    """Freezes every layer whose name matches `pattern` (`re.search`); the rest trains.
+
+    Example: `FreezePattern("conv")` freezes every layer with "conv" in its name.
+    """
+
+    def trainable_layers(self, model, blocks):
+        return set(_layer_names(model)) - self.matching(model)
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class TrainPattern(_PatternPolicy):
+    """Trains only the layers whose name matches `pattern` (`re.search`).
+
+    Example: `TrainPattern(r"^block_1[56]_")` trains the last two MobileNetV2 blocks.
+    """
+
+    def trainable_layers(self, model, blocks):
+        return self.matching(model)
+
+
+class _Composite(FreezePolicy):
+    def __init__(self, policies):
+        if isinstance(policies, (str, FreezePolicy, dict)) or not policies:
+            raise ValueError(
+                f"`policies` must be a non-empty list of policies. Received: policies={policies!r}"
+            )
+        self.policies = [get_policy(p) for p in policies]
+
+    def get_config(self):
+        return {"policies": [keras.saving.serialize_keras_object(p) for p in self.policies]}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls([get_policy(p) for p in config["policies"]])
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.policies!r})"
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class AnyOf(_Composite):
+    """A layer trains when any of `policies` trains it (also written `a | b`).
+
+    Example: `FreezeAll() | TrainPattern("_BN$")` trains only BatchNorm layers.
+    """
+
+    def trainable_layers(self, model, blocks):
+        return set().union(*(p.trainable_layers(model, blocks) for p in self.policies))
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class AllOf(_Composite):
+    """A layer trains when all of `policies` train it (also written `a & b`).
+
+    Example: `TrainTopBlocks(3) & FreezePattern("depthwise")`.
+    """
+
+    def trainable_layers(self, model, blocks):
+        sets = [p.trainable_layers(model, blocks) for p in self.policies]
+        return set.intersection(*sets)
 
 
 _SHORTCUTS = {"all": FreezeAll, "none": FreezeNone}
@@ -112,3 +304,25 @@ def set_trainable(model, policy, blocks, bn="frozen"):
     if not chosen:
         model.trainable = False
     return {layer.name for layer in model.layers if layer.trainable and layer.weights}
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+def _layers(model):
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def _layer_names(model):
+    return [layer.name for layer in _layers(model)]
+
+
+def _no_match(policy, model, wanted, names, arg):
+    close = difflib.get_close_matches(wanted, names, n=5, cutoff=0.5)
+    if not close:  # a regex rarely looks like a name: fall back to shared substrings
+        stem = re.sub(r"[^A-Za-z0-9_]", "", wanted).lower()
+        close = [n for n in names if stem and stem[:4] in n.lower()][:5]
+    hint = f" Close layer names: {close}." if close else f" Layers: {names[:8]} ..."
+    raise ValueError(
+        f"{policy!r} matches no layer of model {model.name!r}.{hint} Received: {arg}={wanted!r}"
+    )

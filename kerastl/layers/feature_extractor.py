@@ -82,15 +82,15 @@ class FeatureExtractor(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if pooling not in POOLING_MODES:
-            raise ValueError(f"`pooling` must be one of {POOLING_MODES}. Received: pooling={pooling!r}")
+            raise ValueError(
+                f"`pooling` must be one of {POOLING_MODES}. Received: pooling={pooling!r}"
+            )
         if cut is not None and outputs is not None:
             raise ValueError(
                 f"Give `cut` or `outputs`, not both. Received: cut={cut!r}, outputs={outputs!r}"
             )
         if outputs is not None and (
-            isinstance(outputs, str)
-            or not outputs
-            or not all(isinstance(o, str) for o in outputs)
+            isinstance(outputs, str) or not outputs or not all(isinstance(o, str) for o in outputs)
         ):
             raise ValueError(
                 f"`outputs` must be a non-empty list of layer names. Received: outputs={outputs!r}"
@@ -115,10 +115,8 @@ class FeatureExtractor(keras.layers.Layer):
         self.image_shape = tuple(source.input_shape[1:])
         self._input_shape_arg = self.image_shape  # lets Sequential add its Input
         self.backbone = self._cut(source)
-        self.blocks = (
-            self.spec.blocks(self.backbone) if self.spec else split_blocks(self.backbone)
-        )
-        set_trainable(self.backbone, self.freeze, self.blocks, bn=self.bn)
+        self.blocks = self.spec.blocks(self.backbone) if self.spec else split_blocks(self.backbone)
+        self.set_freeze()
 
         # === Pooling ===
         self.poolers = None
@@ -223,6 +221,18 @@ class FeatureExtractor(keras.layers.Layer):
 
     # --- layer API ------------------------------------------------------------
 
+    def set_freeze(self, freeze=None, bn=None):
+        """Applies a new freeze policy and/or BatchNorm mode; returns the layers that train.
+
+        The new policy is what `get_config` saves. A compiled model must be
+        recompiled to see the change (`kerastl.freeze.apply` does both).
+        """
+        if freeze is not None:
+            self.freeze = get_policy(freeze)
+        if bn is not None:
+            self.bn = validate_bn(bn)
+        return set_trainable(self.backbone, self.freeze, self.blocks, bn=self.bn)
+
     @property
     def fully_frozen(self):
         """True when no backbone weight trains: no gradient flows into the backbone."""
@@ -240,7 +250,7 @@ class FeatureExtractor(keras.layers.Layer):
                 f"{self.image_shape}; resize or convert them first "
                 f"(kerastl.preprocessing). Received: input_shape={tuple(input_shape)}"
             )
-        maps = self.backbone.compute_output_shape(tuple(input_shape))
+        maps = self._map_shapes(input_shape)
         if self.poolers:
             for key, pooler in self.poolers.items():
                 pooler.build(maps[key] if isinstance(maps, dict) else maps)
@@ -270,8 +280,17 @@ class FeatureExtractor(keras.layers.Layer):
             return ops.concatenate([ops.mean(x, axis=(1, 2)), ops.max(x, axis=(1, 2))], axis=-1)
         return self.poolers[key](x)
 
+    def _map_shapes(self, input_shape):
+        input_shape = tuple(input_shape)
+        if input_shape[1:] == self.image_shape:
+            # The backbone's graph already holds these shapes: no need to trace it again.
+            return keras.tree.map_structure(
+                lambda t: (input_shape[0], *t.shape[1:]), self.backbone.output
+            )
+        return self.backbone.compute_output_shape(input_shape)
+
     def compute_output_shape(self, input_shape):
-        maps = self.backbone.compute_output_shape(tuple(input_shape))
+        maps = self._map_shapes(input_shape)
 
         def pooled(shape):
             if self.pooling is None:
@@ -313,7 +332,7 @@ class FeatureExtractor(keras.layers.Layer):
 
 
 class _dtype_policy:
-    """Builds the backbone under the layer's dtype policy (keras.applications read the global one)."""
+    """Builds the backbone under the layer dtype policy (keras.applications read the global one)."""
 
     def __init__(self, policy):
         self.policy = policy
@@ -345,7 +364,7 @@ def _check_input_shape(input_shape):
 
 def _compatible(shape, expected):
     return len(shape) == len(expected) and all(
-        a is None or b is None or a == b for a, b in zip(shape, expected)
+        a is None or b is None or a == b for a, b in zip(shape, expected, strict=True)
     )
 
 
