@@ -1,5 +1,4 @@
 import json
-import os
 import time
 import urllib.error
 
@@ -287,7 +286,6 @@ def test_imagenet_weights_come_from_the_keras_cache_directory(mobilenet_weights,
     expected = keras.ops.convert_to_numpy(model(tf_mode(photos[:2])))
     np.save(tmp_path / "images.npy", tf_mode(photos[:2]))
     backend = keras.config.backend()
-    os.environ.setdefault("KERASTL_PYTHONS", "")  # noqa: the child uses this interpreter
     got = run_in_backend(
         backend,
         """
