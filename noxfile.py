@@ -20,6 +20,10 @@ nox.options.reuse_existing_virtualenvs = False
 def _install(session, backend):
     session.install("-e", f".[{backend}]")
     session.install(*nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "test"))
+    # keras-hub backbones are a backbone source; its hard tensorflow-text requirement
+    # (which pulls full TensorFlow) is only for text models, so install it without.
+    session.install("--no-deps", "keras-hub==0.32.0")
+    session.install("regex", "kagglehub", "sentencepiece", "tokenizers")
 
 
 def _venv_python(backend):

@@ -367,3 +367,29 @@ def test_wrong_images_at_call_time():
         layer(np.zeros((2, 96, 96, 1), "float32"))
     with pytest.raises(ValueError, match=r"image batch.*Received: input_shape=\(96, 96, 3\)"):
         layer.build((96, 96, 3))
+
+
+def test_keras_hub_backbone_with_pyramid_outputs(photos, tmp_path):
+    keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is an optional backbone source")
+    hub = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        use_pre_activation=False,
+        image_shape=(32, 32, 3),
+    )
+    layer = kerastl.FeatureExtractor(hub, outputs=["P2", "P3"], pooling="avg", name="hub_fx")
+    images = tf_mode(photos[:2, :32, :32])
+    out = layer(images)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"P2": (2, 64), "P3": (2, 16)}
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, layer(inputs)["P3"])
+    path = str(tmp_path / "hub.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5
+    )

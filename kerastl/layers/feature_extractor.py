@@ -190,18 +190,18 @@ class FeatureExtractor(keras.layers.Layer):
                     f"kerastl.preprocessing. Received: input_shape={input_shape}"
                 )
 
-    def _layer_name(self, name):
-        if self.spec is not None and name in self.spec.feature_layers:
-            return self.spec.feature_layers[name]
-        return name
-
-    def _get_layer(self, source, name, arg):
-        resolved = self._layer_name(name)
+    def _feature(self, source, name, arg):
+        """The tensor a layer name or feature key names in `source`."""
+        # keras-hub backbones publish their multi-scale maps as `pyramid_outputs`.
+        pyramid = getattr(source, "pyramid_outputs", None) or {}
+        if name in pyramid:
+            return pyramid[name]
+        resolved = self.spec.feature_layers.get(name, name) if self.spec else name
         try:
-            return source.get_layer(resolved)
+            return source.get_layer(resolved).output
         except ValueError:
             names = [layer.name for layer in source.layers]
-            keys = list(self.spec.feature_layers) if self.spec else []
+            keys = list(self.spec.feature_layers) if self.spec else list(pyramid)
             close = difflib.get_close_matches(resolved, names, n=5, cutoff=0.6)
             hint = f" Close layer names: {close}." if close else ""
             feature_hint = f" Feature keys: {keys}." if keys else ""
@@ -212,12 +212,12 @@ class FeatureExtractor(keras.layers.Layer):
 
     def _cut(self, source):
         if self.cut is not None:
-            layer = self._get_layer(source, self.cut, "cut")
-            return keras.Model(source.inputs, layer.output, name=source.name)
-        if self.outputs is not None:
-            maps = {name: self._get_layer(source, name, "outputs").output for name in self.outputs}
-            return keras.Model(source.inputs, maps, name=source.name)
-        return source
+            output = self._feature(source, self.cut, "cut")
+        elif self.outputs is not None:
+            output = {name: self._feature(source, name, "outputs") for name in self.outputs}
+        else:
+            return source
+        return keras.Model(source.inputs, output, name=source.name)
 
     # --- layer API ------------------------------------------------------------
 
