@@ -3,9 +3,10 @@
 The backend is Keras's: set `KERAS_BACKEND` before importing keras or kerastl.
 """
 
-from kerastl import backbones, freeze, layers
+from kerastl import backbones, data, freeze, heads, layers, preprocessing
 from kerastl.backbones.weights import WeightsDownloadError
 from kerastl.layers import FeatureExtractor, GeMPooling2D
+from kerastl.models import build_model
 
 __version__ = "0.1.0"
 
@@ -14,6 +15,10 @@ __all__ = [
     "GeMPooling2D",
     "WeightsDownloadError",
     "backbones",
+    "build_model",
+    "data",
     "freeze",
+    "heads",
     "layers",
+    "preprocessing",
 ]

@@ -1,0 +1,316 @@
+"""Data in: arrays, class folders, tf.data and torch, ready for `fit` on every backend."""
+
+import os
+
+import numpy as np
+
+from kerastl.data.checks import check_batch_size, check_images, check_split, warn_if_rescaled
+from kerastl.data.image_batches import MIX_MODES, ImageBatches
+from kerastl.data.prepare_image import COLOR_MODES, _pil, _target
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+LABEL_MODES = ("int", "categorical", "binary")
+
+
+def _split(n, validation_split, seed):
+    """Row indices of the training and validation parts, shuffled once with `seed`."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * validation_split))
+    if n_val < 1 or n_val >= n:
+        raise ValueError(
+            f"`validation_split` leaves an empty part of {n} images. "
+            f"Received: validation_split={validation_split!r}"
+        )
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _check_mix(mix, labels):
+    if mix not in MIX_MODES:
+        raise ValueError(f"`mix` must be one of {MIX_MODES}. Received: mix={mix!r}")
+    if mix is not None and (labels is None or labels.ndim != 2 or labels.dtype.kind != "f"):
+        shape = None if labels is None else labels.shape
+        raise ValueError(
+            f"`mix={mix!r}` mixes labels too: they must be one-hot (or multi-hot) floats "
+            "(label_mode='categorical', a multiclass head with sparse_labels=False). "
+            f"Received: labels of shape {shape}"
+        )
+
+
+def from_arrays(
+    x,
+    y=None,
+    batch_size=32,
+    shuffle=True,
+    validation_split=None,
+    seed=None,
+    mix=None,
+    class_names=None,
+    workers=1,
+):
+    """Image and label arrays as `ImageBatches`, shuffled every epoch.
+
+    Args:
+        x: images `(n, h, w, 1 or 3)`, raw 0..255 (uint8 or float).
+        y: labels, `n` of them (integers, one-hot rows, floats), or None.
+        batch_size: images per batch.
+        shuffle: reshuffle the training part every epoch.
+        validation_split: a float in (0, 1): return `(train, validation)`, the
+            validation part fixed by `seed` and never shuffled nor mixed.
+        seed: seed of the split, the shuffling and `mix`.
+        mix: `None`, `"mixup"` or `"cutmix"` on training batches (one-hot labels).
+        class_names: kept as `.class_names`.
+        workers: threads that prefetch batches (1: none).
+
+    Example:
+
+    ```python
+    x = np.random.randint(0, 256, (10, 32, 32, 3)).astype("uint8")
+    train, val = kerastl.data.from_arrays(x, np.arange(10) % 2, batch_size=4,
+                                          validation_split=0.2, seed=0)
+    print(len(train), len(val))  # 2 1
+    ```
+    """
+    x = np.asarray(x)
+    check_images(x, arg="x")
+    warn_if_rescaled(x, arg="x")
+    check_batch_size(batch_size)
+    check_split(validation_split)
+    if y is not None:
+        y = np.asarray(y)
+        if len(y) != len(x):
+            raise ValueError(
+                f"`y` must have one label per image ({len(x)}). Received: len(y)={len(y)}"
+            )
+    if len(x) == 0:
+        raise ValueError(f"`x` holds no images. Received: x.shape={x.shape}")
+    _check_mix(mix, y)
+
+    def batches(rows, train):
+        return ImageBatches(
+            x[rows],
+            None if y is None else y[rows],
+            batch_size=batch_size,
+            shuffle=shuffle and train,
+            seed=seed,
+            mix=mix if train else None,
+            class_names=class_names,
+            workers=workers,
+        )
+
+    if validation_split is None:
+        return batches(np.arange(len(x)), train=True)
+    train_rows, val_rows = _split(len(x), validation_split, seed)
+    return batches(train_rows, train=True), batches(val_rows, train=False)
+
+
+def from_directory(
+    directory,
+    image_size,
+    batch_size=32,
+    label_mode="int",
+    color_mode="rgb",
+    shuffle=True,
+    validation_split=None,
+    seed=None,
+    mix=None,
+    workers=2,
+):
+    """A folder with one sub-folder of images per class, read batch by batch.
+
+    Like `keras.utils.image_dataset_from_directory`, without needing
+    TensorFlow: it works the same on the JAX and PyTorch backends. Class names
+    are the sub-folder names in sorted order; label `i` is `class_names[i]`.
+
+    Args:
+        directory: path of the folder (`directory/<class>/<image>`).
+        image_size: `(height, width)` (or an int) the images are resized to.
+        batch_size: images per batch.
+        label_mode: `"int"` (class ids), `"categorical"` (one-hot float32) or
+            `"binary"` (float32 0/1; two classes).
+        color_mode: `"rgb"` or `"grayscale"` (1 channel).
+        shuffle: reshuffle the training files every epoch.
+        validation_split: a float in (0, 1): return `(train, validation)`.
+        seed: seed of the split, the shuffling and `mix`.
+        mix: `None`, `"mixup"` or `"cutmix"` (needs `label_mode="categorical"`).
+        workers: threads that read and prefetch batches.
+
+    Returns:
+        `ImageBatches` (or a pair) with `.class_names`.
+    """
+    size = _target(image_size)
+    if size is None:
+        raise ValueError(
+            "`image_size` must be an int or (height, width). Received: image_size=None"
+        )
+    check_batch_size(batch_size)
+    check_split(validation_split)
+    if label_mode not in LABEL_MODES:
+        raise ValueError(
+            f"`label_mode` must be one of {LABEL_MODES}. Received: label_mode={label_mode!r}"
+        )
+    if color_mode not in COLOR_MODES:
+        raise ValueError(
+            f"`color_mode` must be one of {COLOR_MODES}. Received: color_mode={color_mode!r}"
+        )
+    _pil()  # fail early without Pillow
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"No directory at this path. Received: directory={directory!r}")
+    class_names = sorted(
+        entry.name
+        for entry in os.scandir(directory)
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+    paths, labels = [], []
+    for label, name in enumerate(class_names):
+        folder = os.path.join(directory, name)
+        files = sorted(
+            os.path.join(root, f)
+            for root, _, names in os.walk(folder)
+            for f in names
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        if not files:
+            raise ValueError(
+                f"Class folder {name!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}). "
+                f"Received: directory={directory!r}"
+            )
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
+        raise ValueError(
+            "`directory` holds no class folders with images (expected "
+            f"directory/<class>/<image>). Received: directory={directory!r}"
+        )
+    if len(class_names) < 2:
+        raise ValueError(
+            f"`directory` must hold at least 2 class folders; found {class_names}. "
+            f"Received: directory={directory!r}"
+        )
+    if label_mode == "binary" and len(class_names) != 2:
+        raise ValueError(
+            f"label_mode='binary' needs exactly 2 classes; found {len(class_names)}. "
+            f"Received: label_mode={label_mode!r}"
+        )
+    labels = np.asarray(labels)
+    if label_mode == "categorical":
+        labels = np.eye(len(class_names), dtype="float32")[labels]
+    elif label_mode == "binary":
+        labels = labels.astype("float32")
+    _check_mix(mix, labels)
+
+    def batches(rows, train):
+        return ImageBatches(
+            [paths[i] for i in rows],
+            labels[rows],
+            batch_size=batch_size,
+            shuffle=shuffle and train,
+            seed=seed,
+            mix=mix if train else None,
+            image_size=size,
+            color_mode=color_mode,
+            class_names=class_names,
+            workers=workers,
+        )
+
+    if validation_split is None:
+        return batches(np.arange(len(paths)), train=True)
+    train_rows, val_rows = _split(len(paths), validation_split, seed)
+    return batches(train_rows, train=True), batches(val_rows, train=False)
+
+
+def from_tf_dataset(dataset, batch_size=32, shuffle=1024, seed=None):
+    """A `tf.data.Dataset` of `(image, label)` made ready for `fit`: shuffle, batch, prefetch.
+
+    Seed 003's steps (`shuffle(1024).batch(32).prefetch(AUTOTUNE)`), after
+    checking that the elements are images kerastl models take. A dataset of
+    single images is shuffled with a buffer of `shuffle` (0 or None: not
+    shuffled) and batched; an already batched one is only prefetched. Images
+    stay raw (0..255): the model normalises inside, so no `map` is needed.
+
+    Keras fits a `tf.data.Dataset` on every backend, provided TensorFlow is
+    installed next to it.
+    """
+    import tensorflow as tf
+
+    if not isinstance(dataset, tf.data.Dataset):
+        raise ValueError(
+            f"`dataset` must be a tf.data.Dataset. Received: dataset={type(dataset).__name__}"
+        )
+    check_batch_size(batch_size)
+    spec = dataset.element_spec
+    image_spec = spec[0] if isinstance(spec, tuple) else spec
+    if not isinstance(image_spec, tf.TensorSpec):
+        raise ValueError(
+            "`dataset` elements must be images or (images, labels) tuples. "
+            f"Received: element_spec={spec}"
+        )
+    batched = image_spec.shape.rank == 4
+    shape = image_spec.shape if batched else tf.TensorShape([None]).concatenate(image_spec.shape)
+    check_images(_Spec(tuple(shape.as_list()), image_spec.dtype), arg="dataset images")
+    if not batched:
+        if shuffle:
+            dataset = dataset.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def from_torch_dataset(dataset, batch_size=32, shuffle=True, num_workers=0, seed=None):
+    """A torch `Dataset` of `(image, label)` as a `DataLoader` that Keras fits.
+
+    Images may be channels-last `(h, w, c)` or channels-first `(c, h, w)`, as
+    torchvision gives them; batches come out channels-last, the Keras layout.
+    Images must stay raw 0..255 (do not use torchvision's `ToTensor`, which
+    divides by 255). An existing `DataLoader` is checked and returned as is.
+
+    Keras fits a torch `DataLoader` on every backend, provided torch is
+    installed next to it.
+    """
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(dataset, DataLoader):
+        first = next(iter(dataset))
+        images = first[0] if isinstance(first, (tuple, list)) else first
+        check_images(np.asarray(images), arg="dataset images")
+        return dataset
+    if not isinstance(dataset, Dataset):
+        raise ValueError(
+            "`dataset` must be a torch Dataset or DataLoader. "
+            f"Received: dataset={type(dataset).__name__}"
+        )
+    check_batch_size(batch_size)
+    first = dataset[0]
+    image = np.asarray(first[0] if isinstance(first, (tuple, list)) else first)
+    channels_first = image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3)
+    if channels_first:
+        image = np.moveaxis(image, 0, -1)
+    check_images(image, arg="dataset images", batched=False)
+    warn_if_rescaled(image, arg="dataset images")
+
+    def collate(items):
+        def stack(values):
+            array = np.stack([np.asarray(v) for v in values])
+            return np.moveaxis(array, 1, -1) if channels_first else array
+
+        if isinstance(items[0], (tuple, list)):
+            images, *rest = zip(*items, strict=True)
+            return (torch.from_numpy(stack(images)),) + tuple(
+                torch.from_numpy(np.stack([np.asarray(v) for v in part])) for part in rest
+            )
+        return torch.from_numpy(stack(items))
+
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate,
+        generator=generator,
+    )
+
+
+class _Spec:
+    def __init__(self, shape, dtype):
+        self.shape = shape
+        self.dtype = dtype

@@ -1,0 +1,317 @@
+import math
+
+import keras
+from keras import ops
+
+from kerastl.layers.gem_pooling_2d import GeMPooling2D
+
+TASKS = ("binary", "multiclass", "multilabel", "regression")
+HEAD_POOLING = ("avg", "max", "gem", "avgmax", "flatten")
+_OUTPUT_ACTIVATION = {
+    "binary": "sigmoid",
+    "multiclass": "softmax",
+    "multilabel": "sigmoid",
+    "regression": None,
+}
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class TaskHead(keras.layers.Layer):
+    """The trainable top of a transfer-learning model; it knows its task.
+
+    Features in, predictions out: optional pooling of a feature map, hidden
+    `Dense` layers, then the output layer. The head also carries what a model
+    needs to train and to be read back: its task, the loss, output activation
+    and metrics that go with it, and whether it outputs logits. All of it is in
+    the config, so a saved model still knows its task (`kerastl.heads.head_info`).
+    The builders `kerastl.heads.binary`, `multiclass`, `multilabel` and
+    `regression` are the usual way to make one.
+
+    Layer order: `pooling`, then for each Dense layer (hidden and output)
+    `BatchNormalization` (if `batchnorm`) and `Dropout` (if `dropout`) on its
+    input; hidden layers use `activation`.
+
+    Args:
+        task: one of `"binary"`, `"multiclass"`, `"multilabel"`, `"regression"`.
+        num_outputs: units of the output layer (1 for `"binary"`).
+        hidden: units of the hidden Dense layers, in order (`()` for none).
+        dropout: dropout rate before every Dense layer, in `[0, 1)`.
+        batchnorm: a `BatchNormalization` before every Dense layer.
+        activation: activation of the hidden layers.
+        pooling: how a `(batch, h, w, c)` feature map becomes a vector: `"avg"`,
+            `"max"`, `"gem"`, `"avgmax"` or `"flatten"`. Ignored for inputs
+            that are already vectors (a pooled `FeatureExtractor`).
+        logits: output raw logits instead of probabilities; the default loss
+            then uses `from_logits=True`. Classification tasks only.
+        priors: class frequencies in the training data; the output bias starts
+            at their log-odds (log for `"multiclass"`), so the first steps do
+            not spend themselves learning the class balance. A float for
+            `"binary"`, one value per output otherwise.
+        sparse_labels: `"multiclass"` only: labels are integer class ids
+            (`True`) or one-hot vectors (`False`, needed for MixUp/CutMix).
+        class_names: optional names of the outputs, kept with the saved model.
+
+    Call arguments:
+        inputs: features `(batch, channels)` or `(batch, height, width, channels)`.
+        training: Python bool; drives dropout and batch normalisation.
+
+    Example:
+
+    ```python
+    head = kerastl.heads.TaskHead("multiclass", 10, hidden=(64,), dropout=0.2)
+    features = np.random.rand(2, 5, 5, 32).astype("float32")
+    print(tuple(head(features).shape))  # (2, 10)
+    print(head.default_loss().name)  # sparse_categorical_crossentropy
+    ```
+    """
+
+    def __init__(
+        self,
+        task,
+        num_outputs,
+        hidden=(),
+        dropout=0.0,
+        batchnorm=False,
+        activation="relu",
+        pooling="avg",
+        logits=False,
+        priors=None,
+        sparse_labels=True,
+        class_names=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", "head")
+        super().__init__(**kwargs)
+        if task not in TASKS:
+            raise ValueError(f"`task` must be one of {TASKS}. Received: task={task!r}")
+        _check_positive_int(num_outputs, "num_outputs")
+        if task == "binary" and num_outputs != 1:
+            raise ValueError(
+                "A binary head has one output (the probability of the positive class). "
+                f"Received: num_outputs={num_outputs!r}"
+            )
+        if isinstance(hidden, int):
+            hidden = (hidden,)
+        hidden = tuple(hidden or ())
+        for units in hidden:
+            _check_positive_int(units, "hidden", shown=hidden)
+        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"`dropout` must be a rate in [0, 1). Received: dropout={dropout!r}")
+        if pooling not in HEAD_POOLING:
+            raise ValueError(
+                f"`pooling` must be one of {HEAD_POOLING}. Received: pooling={pooling!r}"
+            )
+        if logits and task == "regression":
+            raise ValueError(
+                "A regression head has no logits: its output is linear. Received: logits=True"
+            )
+        if class_names is not None:
+            class_names = [str(name) for name in class_names]
+            expected = 2 if task == "binary" else num_outputs
+            if len(class_names) != expected:
+                raise ValueError(
+                    f"`class_names` must have {expected} names for this {task} head. "
+                    f"Received: class_names={class_names!r}"
+                )
+        self.task = task
+        self.num_outputs = int(num_outputs)
+        self.hidden = hidden
+        self.dropout = float(dropout)
+        self.batchnorm = bool(batchnorm)
+        self.activation = keras.activations.serialize(keras.activations.get(activation))
+        self.pooling = pooling
+        self.logits = bool(logits)
+        self.priors = _check_priors(priors, task, self.num_outputs)
+        self.sparse_labels = bool(sparse_labels)
+        self.class_names = class_names
+
+        # === Layers ===
+        policy = self.dtype_policy
+        self.pooler = GeMPooling2D(name="gem", dtype=policy) if pooling == "gem" else None
+        self.dense_layers = []
+        self.norm_layers = []
+        self.dropout_layers = []
+        for i, units in enumerate((*hidden, self.num_outputs)):
+            last = i == len(hidden)
+            self.dense_layers.append(
+                keras.layers.Dense(
+                    units,
+                    activation=None if last else activation,
+                    name="predictions" if last else f"dense_{i}",
+                    dtype=policy,
+                )
+            )
+            if batchnorm:
+                self.norm_layers.append(
+                    keras.layers.BatchNormalization(name=f"batchnorm_{i}", dtype=policy)
+                )
+            if dropout:
+                self.dropout_layers.append(
+                    keras.layers.Dropout(dropout, name=f"dropout_{i}", dtype=policy)
+                )
+
+    # --- task metadata --------------------------------------------------------
+
+    @property
+    def output_activation(self):
+        """`"sigmoid"`, `"softmax"` or `None` (linear); not applied when `logits`."""
+        return None if self.logits else _OUTPUT_ACTIVATION[self.task]
+
+    @property
+    def from_logits(self):
+        return self.logits
+
+    def default_loss(self):
+        """The loss that pairs with this head's output and label format."""
+        if self.task in ("binary", "multilabel"):
+            return keras.losses.BinaryCrossentropy(from_logits=self.logits)
+        if self.task == "multiclass":
+            if self.sparse_labels:
+                return keras.losses.SparseCategoricalCrossentropy(from_logits=self.logits)
+            return keras.losses.CategoricalCrossentropy(from_logits=self.logits)
+        return keras.losses.MeanSquaredError()
+
+    def default_metrics(self):
+        """Accuracy-style metrics that read this head's output correctly."""
+        if self.task in ("binary", "multilabel"):
+            # A logit of 0 is a probability of 0.5.
+            return [keras.metrics.BinaryAccuracy(threshold=0.0 if self.logits else 0.5)]
+        if self.task == "multiclass":
+            if self.sparse_labels:
+                return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+            return [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        return [keras.metrics.MeanAbsoluteError()]
+
+    def info(self):
+        """Task metadata as a plain dict (what `kerastl.heads.head_info` returns)."""
+        return {
+            "task": self.task,
+            "num_outputs": self.num_outputs,
+            "from_logits": self.logits,
+            "output_activation": self.output_activation,
+            "sparse_labels": self.sparse_labels if self.task == "multiclass" else None,
+            "class_names": self.class_names,
+        }
+
+    # --- layer API ------------------------------------------------------------
+
+    def build(self, input_shape):
+        if isinstance(input_shape, dict) or len(input_shape) not in (2, 4):
+            raise ValueError(
+                "A head takes features (batch, channels) or a feature map (batch, height, "
+                "width, channels); pool multi-scale outputs first. "
+                f"Received: input_shape={input_shape}"
+            )
+        shape = tuple(input_shape)
+        if len(shape) == 4:
+            if self.pooler is not None:
+                self.pooler.build(shape)
+            shape = self._pooled_shape(shape)
+        if shape[-1] is None:
+            raise ValueError(
+                "The head needs a known number of input features (static height and "
+                f"width for pooling='flatten'). Received: input_shape={tuple(input_shape)}"
+            )
+        for i, dense in enumerate(self.dense_layers):
+            if self.batchnorm:
+                self.norm_layers[i].build(shape)
+            dense.build(shape)
+            shape = dense.compute_output_shape(shape)
+        if self.priors is not None:
+            self.dense_layers[-1].bias.assign(_prior_bias(self.priors, self.task))
+
+    def _pooled_shape(self, shape):
+        if self.pooling == "flatten":
+            flat = None if None in shape[1:] else math.prod(shape[1:])
+            return (shape[0], flat)
+        channels = shape[-1] * 2 if self.pooling == "avgmax" else shape[-1]
+        return (shape[0], channels)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        if len(x.shape) == 4:
+            x = self._pool(x)
+        for i, dense in enumerate(self.dense_layers):
+            if self.batchnorm:
+                x = self.norm_layers[i](x, training=training)
+            if self.dropout:
+                x = self.dropout_layers[i](x, training=training)
+            x = dense(x)
+        # Losses and probabilities stay float32 under mixed precision.
+        x = ops.cast(x, "float32")
+        if self.output_activation == "sigmoid":
+            return ops.sigmoid(x)
+        if self.output_activation == "softmax":
+            return ops.softmax(x, axis=-1)
+        return x
+
+    def _pool(self, x):
+        if self.pooling == "flatten":
+            return ops.reshape(x, (ops.shape(x)[0], -1))
+        if self.pooling == "avg":
+            return ops.mean(x, axis=(1, 2))
+        if self.pooling == "max":
+            return ops.max(x, axis=(1, 2))
+        if self.pooling == "avgmax":
+            return ops.concatenate([ops.mean(x, axis=(1, 2)), ops.max(x, axis=(1, 2))], axis=-1)
+        return self.pooler(x)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_outputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "task": self.task,
+                "num_outputs": self.num_outputs,
+                "hidden": list(self.hidden),
+                "dropout": self.dropout,
+                "batchnorm": self.batchnorm,
+                "activation": self.activation,
+                "pooling": self.pooling,
+                "logits": self.logits,
+                "priors": self.priors,
+                "sparse_labels": self.sparse_labels,
+                "class_names": self.class_names,
+            }
+        )
+        return config
+
+
+def _check_positive_int(value, arg, shown=None):
+    shown = value if shown is None else shown
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{arg}` must be a positive int. Received: {arg}={shown!r}")
+
+
+def _check_priors(priors, task, num_outputs):
+    if priors is None:
+        return None
+    if task == "regression":
+        raise ValueError(
+            f"`priors` are class frequencies; a regression head has none. "
+            f"Received: priors={priors!r}"
+        )
+    values = [priors] if isinstance(priors, (int, float)) else list(priors)
+    try:
+        values = [float(p) for p in values]
+    except (TypeError, ValueError):
+        values = None
+    if values is None or len(values) != num_outputs or not all(0 < p < 1 for p in values):
+        raise ValueError(
+            f"`priors` must be {num_outputs} class frequencies, each in (0, 1). "
+            f"Received: priors={priors!r}"
+        )
+    if task == "multiclass" and not math.isclose(sum(values), 1.0, abs_tol=1e-3):
+        raise ValueError(
+            f"Multiclass `priors` are class frequencies and must sum to 1. "
+            f"Received: priors={priors!r}"
+        )
+    return values
+
+
+def _prior_bias(priors, task):
+    if task == "multiclass":
+        return [math.log(p) for p in priors]  # softmax(log p) = p
+    return [math.log(p / (1 - p)) for p in priors]  # sigmoid(log-odds) = p

@@ -1,0 +1,113 @@
+"""`build_model`: preprocessing, feature extractor and head in one Keras model."""
+
+import keras
+
+from kerastl.heads.task_head import TaskHead
+from kerastl.layers.feature_extractor import FeatureExtractor
+from kerastl.preprocessing.pipelines import pipeline
+
+
+def build_model(
+    extractor,
+    head,
+    preprocessing=None,
+    *,
+    input_shape=None,
+    compile=True,
+    optimizer=None,
+    loss=None,
+    metrics=None,
+    name=None,
+):
+    """Assembles raw images -> preprocessing -> feature extractor -> head.
+
+    The result is one functional `keras.Model` whose parts are the layers named
+    `"preprocessing"`, `"feature_extractor"` and `"head"`; a saved model takes
+    raw 0..255 images and gives predictions with nothing else to remember.
+
+    Args:
+        extractor: a `kerastl.FeatureExtractor`.
+        head: a `kerastl.heads` head (`TaskHead`).
+        preprocessing: `None` (default): `kerastl.preprocessing.pipeline(extractor)`,
+            the backbone's own normalisation and a resize to its input size.
+            A Keras layer (usually from `kerastl.preprocessing.pipeline`), or
+            `False` for none (inputs must then already be in the backbone's
+            input range and size).
+        input_shape: `(height, width, channels)` of the images you feed. Defaults
+            to `(None, None, 3)` (any size) when the preprocessing resizes, else
+            the extractor's input shape. Use 1 channel for grayscale images.
+        compile: compile with the head's loss and metrics.
+        optimizer: defaults to Adam with learning rate 1e-3.
+        loss, metrics: override the head's defaults.
+        name: model name; defaults to `"<backbone>_<task>"`.
+
+    Example:
+
+    ```python
+    extractor = kerastl.FeatureExtractor(
+        "mobilenet_v2", weights=None, input_shape=(96, 96, 3),
+        backbone_kwargs={"alpha": 0.35},
+    )
+    model = kerastl.build_model(extractor, kerastl.heads.multiclass(10))
+    print([layer.name for layer in model.layers[1:]])
+    # ['preprocessing', 'feature_extractor', 'head']
+    ```
+    """
+    if not isinstance(extractor, FeatureExtractor):
+        raise ValueError(
+            f"`extractor` must be a kerastl.FeatureExtractor. Received: extractor={extractor!r}"
+        )
+    if not isinstance(head, TaskHead):
+        raise ValueError(
+            "`head` must be a kerastl head (kerastl.heads.binary(), multiclass(...), ...). "
+            f"Received: head={head!r}"
+        )
+    if preprocessing is None:
+        preprocessing = pipeline(extractor)
+    elif preprocessing is not False and not isinstance(preprocessing, keras.layers.Layer):
+        raise ValueError(
+            "`preprocessing` must be None (the backbone's recipe), False or a Keras layer. "
+            f"Received: preprocessing={preprocessing!r}"
+        )
+    if input_shape is None:
+        input_shape = _default_input_shape(extractor, preprocessing)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] not in (1, 3):
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) with 1 or 3 channels. "
+            f"Received: input_shape={input_shape}"
+        )
+
+    # === Functional Model ===
+    # The parts are this model's: give them the names the library relies on.
+    extractor.name = "feature_extractor"
+    head.name = "head"
+    images = keras.Input(input_shape, name="images")
+    x = images
+    if preprocessing is not False:
+        preprocessing.name = "preprocessing"
+        x = preprocessing(x)
+    features = extractor(x)
+    outputs = head(features)
+    backbone = extractor.spec.name if extractor.spec else extractor.backbone.name
+    model = keras.Model(images, outputs, name=name or f"{backbone}_{head.task}")
+
+    if compile:
+        model.compile(
+            optimizer=optimizer if optimizer is not None else keras.optimizers.Adam(1e-3),
+            loss=loss if loss is not None else head.default_loss(),
+            metrics=metrics if metrics is not None else head.default_metrics(),
+        )
+    return model
+
+
+def _default_input_shape(extractor, preprocessing):
+    height, width, channels = extractor.image_shape
+    resizes = preprocessing is not False and any(
+        isinstance(layer, keras.layers.Resizing) for layer in _sublayers(preprocessing)
+    )
+    return (None, None, channels) if resizes else (height, width, channels)
+
+
+def _sublayers(layer):
+    return getattr(layer, "layers", [layer])

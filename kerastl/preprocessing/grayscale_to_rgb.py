@@ -1,0 +1,46 @@
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class GrayscaleToRGB(keras.layers.Layer):
+    """The model's image entrance: checks the batch, casts to float, gives 3 channels.
+
+    One-channel (grayscale) images are repeated to RGB; RGB images pass
+    unchanged. Values keep their 0..255 range.
+
+    Call arguments:
+        inputs: `(batch, height, width, 1 or 3)` images of any numeric dtype.
+
+    Example:
+
+    ```python
+    digits = np.zeros((2, 8, 8, 1), "uint8")
+    print(tuple(kerastl.preprocessing.GrayscaleToRGB()(digits).shape))  # (2, 8, 8, 3)
+    ```
+    """
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                "Images must be a batch (batch, height, width, channels); add the batch "
+                "axis to a single image (kerastl.data.prepare_image does). "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        if input_shape[-1] not in (1, 3):
+            raise ValueError(
+                "Images must have 1 (grayscale) or 3 (RGB) channels. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+
+    def call(self, inputs):
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        if dtype == "bool" or not any(k in dtype for k in ("int", "float")):
+            raise ValueError(f"Images must have a numeric dtype. Received: dtype={dtype}")
+        x = ops.cast(inputs, self.compute_dtype)
+        if x.shape[-1] == 1:
+            x = ops.repeat(x, 3, axis=-1)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (*tuple(input_shape)[:-1], 3)

@@ -1,0 +1,165 @@
+"""Preprocessing pipelines: layers that live in the model, ahead of the backbone."""
+
+import keras
+
+from kerastl.backbones import get_backbone
+from kerastl.backbones.registry import BackboneSpec
+from kerastl.preprocessing.backbone_normalization import BackboneNormalization
+from kerastl.preprocessing.grayscale_to_rgb import GrayscaleToRGB
+
+AUGMENT_PRESETS = ("none", "light", "medium", "strong")
+
+
+def augmentation(preset="medium", seed=None):
+    """The augmentation layers of a preset, for images in 0..255.
+
+    Presets: `"none"` (no layers), `"light"` (horizontal flip, small
+    translation), `"medium"` (+ rotation, zoom, contrast) and `"strong"`
+    (larger ranges + RandAugment). Keras augmentation layers act only in
+    training (`fit`); `predict` and `evaluate` see the images unchanged.
+
+    MixUp and CutMix mix labels as well as images, which a layer inside the
+    model never sees: they are batch transforms of `kerastl.data` (`mix=`).
+    """
+    if preset not in AUGMENT_PRESETS:
+        raise ValueError(
+            f"`augment` must be one of {AUGMENT_PRESETS} or a list of layers. "
+            f"Received: augment={preset!r}"
+        )
+    L = keras.layers
+    seeds = iter(range(seed, seed + 10)) if seed is not None else iter([None] * 10)
+    if preset == "none":
+        return []
+    if preset == "light":
+        return [
+            L.RandomFlip("horizontal", seed=next(seeds)),
+            L.RandomTranslation(0.1, 0.1, seed=next(seeds)),
+        ]
+    strong = preset == "strong"
+    layers = [
+        L.RandomFlip("horizontal", seed=next(seeds)),
+        L.RandomRotation(0.15 if strong else 0.1, seed=next(seeds)),
+        L.RandomZoom(0.2 if strong else 0.1, seed=next(seeds)),
+        L.RandomTranslation(*(2 * (0.15 if strong else 0.1,)), seed=next(seeds)),
+        L.RandomContrast(0.2 if strong else 0.1, seed=next(seeds)),
+    ]
+    if strong:
+        layers.append(L.RandAugment(value_range=(0, 255), seed=next(seeds)))
+    return layers
+
+
+def pipeline(
+    backbone=None,
+    resize=None,
+    augment="none",
+    mode=None,
+    interpolation="bilinear",
+    crop_to_aspect_ratio=False,
+    seed=None,
+    name="preprocessing",
+):
+    """Layers that turn raw 0..255 images into what a backbone expects.
+
+    In order: `GrayscaleToRGB` (checks the batch, casts to float, 1 -> 3
+    channels), `Resizing` to the backbone's size, the augmentation layers
+    (training only), then `BackboneNormalization` with the recipe of the
+    backbone's weights from the registry (caffe / tf / torch; nothing for
+    backbones that rescale inside, such as EfficientNet and ConvNeXt).
+
+    Args:
+        backbone: a `FeatureExtractor` (its backbone and input size are used),
+            a registry name or a `BackboneSpec`. `None` needs `mode`.
+        resize: `None`: to the backbone's input size (the extractor's, or the
+            registry default size); an int or `(height, width)`: to that size;
+            `False`: no resizing (inputs must already have the backbone's size).
+        augment: a preset (`"none"`, `"light"`, `"medium"`, `"strong"`) or a
+            list of Keras layers.
+        mode: normalisation recipe (`"caffe"`, `"tf"`, `"torch"`, `"none"`);
+            overrides the backbone's. Required for backbones not in the registry.
+        interpolation, crop_to_aspect_ratio: passed to `keras.layers.Resizing`.
+        seed: seed of the augmentation layers.
+        name: name of the returned layer.
+
+    Returns:
+        A `keras.layers.Pipeline` named `"preprocessing"`, serialised with the
+        model.
+
+    Example:
+
+    ```python
+    prep = kerastl.preprocessing.pipeline("mobilenet_v2", resize=96, augment="light")
+    cifar_like = np.random.randint(0, 256, (2, 32, 32, 3)).astype("uint8")
+    print(tuple(prep(cifar_like, training=False).shape))  # (2, 96, 96, 3)
+    ```
+    """
+    spec, size = _resolve_backbone(backbone)
+    if mode is None:
+        if spec is None:
+            raise ValueError(
+                "Give the normalisation `mode` for a backbone outside the registry "
+                f"('caffe', 'tf', 'torch' or 'none'). Received: backbone={backbone!r}"
+            )
+        mode = spec.preprocessing
+    layers = [GrayscaleToRGB(name="to_rgb")]
+    target = _resize_target(resize, size)
+    if target is not None:
+        layers.append(
+            keras.layers.Resizing(
+                *target,
+                interpolation=interpolation,
+                crop_to_aspect_ratio=crop_to_aspect_ratio,
+                name="resize",
+            )
+        )
+    if isinstance(augment, str):
+        layers += augmentation(augment, seed=seed)
+    elif isinstance(augment, (list, tuple)) and all(
+        isinstance(layer, keras.layers.Layer) for layer in augment
+    ):
+        layers += list(augment)
+    else:
+        raise ValueError(
+            f"`augment` must be one of {AUGMENT_PRESETS} or a list of Keras layers. "
+            f"Received: augment={augment!r}"
+        )
+    layers.append(BackboneNormalization(mode, name="normalize"))
+    return keras.layers.Pipeline(layers, name=name)
+
+
+def _resolve_backbone(backbone):
+    """(registry spec or None, input size (h, w) or None) of `backbone`."""
+    if backbone is None:
+        return None, None
+    if isinstance(backbone, str):
+        spec = get_backbone(backbone)
+        return spec, (spec.default_size, spec.default_size)
+    if isinstance(backbone, BackboneSpec):
+        return backbone, (backbone.default_size, backbone.default_size)
+    # A FeatureExtractor, read by duck typing: preprocessing sits upstream of it.
+    image_shape = getattr(backbone, "image_shape", None)
+    if image_shape is not None and hasattr(backbone, "spec"):
+        size = tuple(image_shape[:2])
+        return backbone.spec, (None if None in size else size)
+    raise ValueError(
+        "`backbone` must be a FeatureExtractor, a registry name or a BackboneSpec. "
+        f"Received: backbone={backbone!r}"
+    )
+
+
+def _resize_target(resize, size):
+    if resize is False:
+        return None
+    if resize is None or resize is True:
+        return size
+    if isinstance(resize, int) and not isinstance(resize, bool):
+        resize = (resize, resize)
+    if (
+        isinstance(resize, (tuple, list))
+        and len(resize) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in resize)
+    ):
+        return tuple(resize)
+    raise ValueError(
+        "`resize` must be None (the backbone's size), False, an int or (height, width). "
+        f"Received: resize={resize!r}"
+    )

@@ -1,0 +1,197 @@
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import kerastl
+from kerastl import preprocessing
+from kerastl.backbones import get_backbone, list_backbones
+from kerastl.models import build_model
+
+# Registry name -> the keras.applications module whose preprocess_input the
+# published weights were trained with.
+FAMILIES = [
+    (r"vgg16", "vgg16"),
+    (r"vgg19", "vgg19"),
+    (r"resnet\d+$", "resnet"),
+    (r"resnet\d+_v2", "resnet_v2"),
+    (r"xception", "xception"),
+    (r"inception_v3", "inception_v3"),
+    (r"inception_resnet_v2", "inception_resnet_v2"),
+    (r"mobilenet$", "mobilenet"),
+    (r"mobilenet_v2", "mobilenet_v2"),
+    (r"mobilenet_v3_", "mobilenet_v3"),
+    (r"densenet", "densenet"),
+    (r"efficientnet_b", "efficientnet"),
+    (r"efficientnet_v2_", "efficientnet_v2"),
+    (r"convnext_", "convnext"),
+    (r"nasnet_", "nasnet"),
+]
+
+
+def _family(name):
+    modules = [module for pattern, module in FAMILIES if re.fullmatch(pattern + ".*", name)]
+    assert len(modules) == 1, f"add backbone {name!r} to FAMILIES"
+    return getattr(keras.applications, modules[0])
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_pipeline_equals_the_family_preprocess_input(name):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (3, 7, 9, 3)).astype("float32")
+    expected = _family(name).preprocess_input(images.copy())
+    prep = preprocessing.pipeline(name, resize=False)
+    np.testing.assert_allclose(_np(prep(images, training=False)), expected, rtol=1e-5, atol=1e-5)
+    uint8 = rng.integers(0, 256, (2, 5, 5, 3)).astype("uint8")
+    np.testing.assert_allclose(
+        _np(prep(uint8, training=False)),
+        _family(name).preprocess_input(uint8.astype("float32")),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    if get_backbone(name).preprocessing == "none":  # the model rescales inside
+        np.testing.assert_array_equal(expected, images)
+
+
+@pytest.mark.parametrize("mode", ["caffe", "tf", "torch", "none"])
+def test_normalization_known_values(mode):
+    white_red = np.array([[[[255, 0, 0]]]], "uint8")
+    out = _np(preprocessing.BackboneNormalization(mode)(white_red))[0, 0, 0]
+    expected = {
+        "caffe": [0 - 103.939, 0 - 116.779, 255 - 123.68],  # BGR order
+        "tf": [1.0, -1.0, -1.0],
+        "torch": [(1 - 0.485) / 0.229, -0.456 / 0.224, -0.406 / 0.225],
+        "none": [255.0, 0.0, 0.0],
+    }[mode]
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    assert out.dtype == np.float32
+
+
+def test_resize_and_grayscale_to_rgb():
+    prep = preprocessing.pipeline("mobilenet_v2", resize=(40, 48))
+    digits = np.zeros((2, 8, 8, 1), "uint8")
+    digits[1] = 255
+    out = _np(prep(digits, training=False))
+    assert out.shape == (2, 40, 48, 3)
+    np.testing.assert_allclose(out[0], -1.0)  # black -> -1 in every channel
+    np.testing.assert_allclose(out[1], 1.0, atol=1e-6)
+    gray = np.arange(12, dtype="uint8").reshape(1, 2, 2, 3)[..., :1]
+    rgb = _np(preprocessing.GrayscaleToRGB()(gray))
+    np.testing.assert_array_equal(rgb, np.repeat(gray, 3, -1).astype("float32"))
+
+
+def test_resize_target_follows_the_backbone():
+    extractor = kerastl.FeatureExtractor(
+        "mobilenet_v2", weights=None, input_shape=(64, 64, 3), backbone_kwargs={"alpha": 0.35}
+    )
+    images = np.zeros((1, 32, 32, 3), "uint8")
+    assert _np(preprocessing.pipeline(extractor)(images)).shape == (1, 64, 64, 3)
+    assert _np(preprocessing.pipeline("xception")(images)).shape == (1, 299, 299, 3)
+    assert _np(preprocessing.pipeline("xception", resize=False)(images)).shape == (1, 32, 32, 3)
+    assert _np(preprocessing.pipeline(mode="tf", resize=50)(images)).shape == (1, 50, 50, 3)
+
+
+@pytest.mark.parametrize("preset", ["light", "medium", "strong"])
+def test_augmentation_changes_training_inputs_only(preset, photos):
+    images = photos[:8].astype("float32")
+    plain = _np(preprocessing.pipeline("mobilenet_v2", resize=False)(images))
+    prep = preprocessing.pipeline("mobilenet_v2", resize=False, augment=preset, seed=1)
+    np.testing.assert_allclose(_np(prep(images, training=False)), plain, atol=1e-6)
+    trained = _np(prep(images, training=True))
+    assert trained.shape == plain.shape
+    changed = np.abs(trained - plain).mean(axis=(1, 2, 3)) > 1e-3
+    assert changed.sum() >= 4, changed
+    assert len(prep.layers) == 2 + len(preprocessing.augmentation(preset))
+
+
+def test_augmentation_inside_a_model_is_training_only(photos, mobilenet_weights):
+    extractor = kerastl.FeatureExtractor(
+        "mobilenet_v2",
+        weights=mobilenet_weights,
+        input_shape=(96, 96, 3),
+        pooling="avg",
+        backbone_kwargs={"alpha": 0.35},
+    )
+    model = build_model(
+        extractor,
+        kerastl.heads.regression(4),
+        preprocessing.pipeline(extractor, augment="medium", seed=2),
+        compile=False,
+    )
+    images = photos[:6, ::2, ::2]  # 48x48, resized to 96x96 in the model
+    inference = [_np(model(images, training=False)) for _ in range(2)]
+    np.testing.assert_array_equal(inference[0], inference[1])
+    np.testing.assert_allclose(model.predict(images, verbose=0), inference[0], atol=1e-4)
+    assert not np.allclose(_np(model(images, training=True)), inference[0], atol=1e-2)
+
+
+def test_no_augmentation_is_deterministic_in_training(photos):
+    prep = preprocessing.pipeline("resnet50", resize=40, augment="none")
+    images = photos[:4]
+    np.testing.assert_array_equal(
+        _np(prep(images, training=True)), _np(prep(images, training=False))
+    )
+
+
+def test_custom_augmentation_layers():
+    flip = keras.layers.RandomFlip("vertical", seed=0)
+    prep = preprocessing.pipeline("densenet121", resize=False, augment=[flip])
+    assert prep.layers[1] is flip
+
+
+def test_pipeline_config_round_trip_through_json(photos):
+    prep = preprocessing.pipeline("vgg16", resize=(24, 20), augment="strong", seed=3)
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(prep)))
+    clone = keras.saving.deserialize_keras_object(config)
+    assert [type(layer).__name__ for layer in clone.layers] == [
+        type(layer).__name__ for layer in prep.layers
+    ]
+    assert clone.layers[-1].get_config()["mode"] == "caffe"
+    np.testing.assert_allclose(
+        _np(clone(photos[:3], training=False)),
+        _np(prep(photos[:3], training=False)),
+        atol=1e-4,
+    )
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (
+            lambda: preprocessing.pipeline("mobilenet_v2", augment="extreme"),
+            "Received: augment='extreme'",
+        ),
+        (lambda: preprocessing.pipeline("mobilenet_v2", augment=[3]), r"Received: augment=\[3\]"),
+        (
+            lambda: preprocessing.pipeline("mobilenet_v2", resize=(0, 4)),
+            r"Received: resize=\(0, 4\)",
+        ),
+        (lambda: preprocessing.pipeline(keras.layers.Dense(2)), "Received: backbone=<Dense"),
+        (lambda: preprocessing.pipeline(), "Received: backbone=None"),
+        (lambda: preprocessing.BackboneNormalization("imagenet"), "Received: mode='imagenet'"),
+    ],
+)
+def test_bad_pipeline_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize(
+    "images, match",
+    [
+        (np.zeros((8, 8, 3), "uint8"), r"Received: input_shape=\(8, 8, 3\)"),
+        (np.zeros((1, 8, 8, 4), "uint8"), r"1 \(grayscale\) or 3 \(RGB\) channels"),
+        (np.zeros((1, 8, 8, 2), "float32"), r"Received: input_shape=\(1, 8, 8, 2\)"),
+        (np.zeros((1, 8, 8, 3), bool), "Received: dtype=bool"),
+    ],
+    ids=["rank", "rgba", "two_channels", "bool"],
+)
+def test_bad_images_are_clear_errors(images, match):
+    with pytest.raises(ValueError, match=match):
+        preprocessing.pipeline("mobilenet_v2", resize=16)(images)
