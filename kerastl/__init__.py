@@ -3,22 +3,42 @@
 The backend is Keras's: set `KERAS_BACKEND` before importing keras or kerastl.
 """
 
-from kerastl import backbones, data, freeze, heads, layers, preprocessing
+from kerastl import backbones, data, freeze, heads, layers, preprocessing, saving
 from kerastl.backbones.weights import WeightsDownloadError
 from kerastl.layers import FeatureExtractor, GeMPooling2D
 from kerastl.models import build_model
+from kerastl.predictor import Prediction, Predictor
+from kerastl.saving import (
+    ExportDependencyError,
+    WeightsReport,
+    export,
+    load_model,
+    load_weights_by_name,
+    read_metadata,
+    save_model,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExportDependencyError",
     "FeatureExtractor",
     "GeMPooling2D",
+    "Prediction",
+    "Predictor",
     "WeightsDownloadError",
+    "WeightsReport",
     "backbones",
     "build_model",
     "data",
+    "export",
     "freeze",
     "heads",
     "layers",
+    "load_model",
+    "load_weights_by_name",
     "preprocessing",
+    "read_metadata",
+    "save_model",
+    "saving",
 ]

@@ -1,0 +1,262 @@
+"""`Predictor`: image files, PIL images or arrays in; class names with probabilities out."""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+
+from kerastl.backbones.recipes import CAFFE_MEAN_BGR, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from kerastl.saving.load import load_model, read_metadata
+
+_CLASSIFIER_TASKS = ("binary", "multiclass", "multilabel")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """The prediction for one image.
+
+    Attributes:
+        label: the predicted class (multilabel: the most probable label above
+            the threshold, or `None` when no label reaches it).
+        labels: every predicted class: `(label,)`, or for multilabel heads all
+            labels at or above the threshold, most probable first.
+        top: `[(class_name, probability), ...]`, most probable first, `top_k` long.
+        probabilities: `{class_name: probability}` for every class.
+    """
+
+    label: str | None
+    labels: tuple
+    top: list
+    probabilities: dict
+
+
+class Predictor:
+    """Classifies images with a saved or in-memory model, by class name.
+
+    Images go in as they come: file paths, PIL images, or uint8/float arrays of
+    raw 0..255 pixels (one `(height, width, channels)` image or a
+    `(batch, height, width, channels)` batch), mixed freely in a list. Each
+    is converted to the model's channels and resized to its input size; the
+    backbone's input recipe is applied unless the model applies it itself.
+
+    Args:
+        model: a `keras.Model` or the path of a `.keras` / `.h5` file
+            (loaded uncompiled with `kerastl.load_model`).
+        class_names: overrides the names saved with the model; defaults to
+            `"0"`, `"1"`, ... for a model saved without names.
+        batch_size: images per forward pass.
+        threshold: multilabel heads: the probability at which a label counts.
+        safe_mode: passed to `kerastl.load_model` for paths.
+
+    Example:
+
+    ```python
+    predictor = kerastl.Predictor("cats_vs_dogs.keras")
+    result = predictor.predict("new_photo.jpg")[0]
+    print(result.label, result.top)  # dog [('dog', 0.93), ('cat', 0.07)]
+    ```
+    """
+
+    def __init__(self, model, class_names=None, batch_size=32, threshold=0.5, safe_mode=True):
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(model, compile=False, safe_mode=safe_mode)
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                f"`model` must be a keras.Model or a model file path. Received: model={model!r}"
+            )
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(
+                f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
+            )
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"`threshold` must be in (0, 1). Received: threshold={threshold!r}")
+        meta = read_metadata(model)
+        self.model = model
+        self.task = meta["task"]
+        if self.task not in _CLASSIFIER_TASKS:
+            raise ValueError(
+                f"Predictor classifies images; this model's head is task={self.task!r}. "
+                "Use model.predict, or save the model with metadata={'task': ...} if it "
+                f"does classify. Received: model={model.name!r}"
+            )
+        self.logits = meta["outputs"] == "logits"
+        self.recipe = meta["input_preprocessing"]
+        self.batch_size = batch_size
+        self.threshold = threshold
+        count = 2 if self.task == "binary" else meta["num_outputs"]
+        names = class_names if class_names is not None else meta["class_names"]
+        if names is None:
+            names = [str(i) for i in range(count)]
+        if isinstance(names, str) or len(names) != count:
+            raise ValueError(
+                f"`class_names` must name the model's {count} classes ({self.task}). "
+                f"Received: class_names={names!r}"
+            )
+        self.class_names = [str(n) for n in names]
+        shape = model.input_shape
+        if not isinstance(shape, tuple) or len(shape) != 4:
+            raise ValueError(
+                "Predictor needs a model with one image input (batch, height, width, "
+                f"channels). Received: model input_shape={shape!r}"
+            )
+        size = tuple(shape[1:3])
+        if None in size:  # a model that resizes itself: batch at the backbone's size
+            backbone_shape = (meta["backbone"] or {}).get("input_shape") or [None, None]
+            size = tuple(backbone_shape[:2])
+        self.image_size = size if None not in size else None
+        self.channels = shape[3] or 3
+
+    def predict(self, inputs, top_k=5):
+        """Returns one `Prediction` per image, in input order.
+
+        Args:
+            inputs: a path, PIL image or array, or a list of them (see the class
+                docstring); a 4-D array is a batch.
+            top_k: how many `(class_name, probability)` pairs `Prediction.top`
+                keeps; `None` keeps all.
+        """
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"`top_k` must be a positive int or None. Received: top_k={top_k!r}")
+        items = self._items(inputs)
+        results = []
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            images = [self._image(item, start + i) for i, item in enumerate(chunk)]
+            # Images of different sizes (no size to resize to) go through one by one.
+            same_size = len({image.shape for image in images}) == 1
+            batches = [np.stack(images)] if same_size else [image[None] for image in images]
+            for batch in batches:
+                outputs = self.model.predict(
+                    self._preprocess(batch), batch_size=len(batch), verbose=0
+                )
+                results.extend(self._decode(row, top_k) for row in np.asarray(outputs, "float64"))
+        return results
+
+    # --- inputs ---------------------------------------------------------------
+
+    def _items(self, inputs):
+        if isinstance(inputs, np.ndarray) and inputs.ndim == 4:
+            return list(inputs)
+        if isinstance(inputs, (list, tuple)):
+            items = []
+            for item in inputs:
+                if isinstance(item, np.ndarray) and item.ndim == 4:
+                    items.extend(item)
+                else:
+                    items.append(item)
+            if not items:
+                raise ValueError("`inputs` is empty. Received: inputs=[]")
+            return items
+        return [inputs]
+
+    def _image(self, item, index):
+        where = f"inputs[{index}]"
+        if isinstance(item, (str, os.PathLike)):
+            item = _open_image(os.fspath(item), where)
+        if _is_pil(item):
+            item = np.asarray(item.convert("L" if self.channels == 1 else "RGB"))
+        array = np.asarray(item)
+        if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+            raise TypeError(
+                f"Each input must be an image path, a PIL image or a numeric array. "
+                f"Received: {where} of type {type(item).__name__}"
+            )
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim != 3:
+            raise ValueError(
+                f"An image array must be (height, width[, channels]) or a batch of them. "
+                f"Received: {where} with shape {array.shape}"
+            )
+        array = _convert_channels(array.astype("float32"), self.channels, where)
+        if self.image_size is not None and array.shape[:2] != tuple(self.image_size):
+            resized = keras.ops.image.resize(
+                array[None], self.image_size, interpolation="bilinear", antialias=True
+            )
+            array = keras.ops.convert_to_numpy(resized)[0]
+        return array
+
+    def _preprocess(self, batch):
+        if self.recipe == "tf":
+            batch = batch / 127.5 - 1.0
+        elif self.recipe == "torch":
+            batch = (batch / 255.0 - np.array(IMAGENET_MEAN_RGB)) / np.array(IMAGENET_STD_RGB)
+        elif self.recipe == "caffe":
+            batch = batch[..., ::-1] - np.array(CAFFE_MEAN_BGR)
+        # None: the model takes raw 0..255 pixels itself.
+        return batch.astype("float32")
+
+    # --- outputs --------------------------------------------------------------
+
+    def _decode(self, row, top_k):
+        if self.task == "binary":
+            p = float(_sigmoid(row[0]) if self.logits else row[0])
+            probs = np.array([1.0 - p, p])
+        elif self.task == "multiclass":
+            probs = _softmax(row) if self.logits else row
+        else:
+            probs = _sigmoid(row) if self.logits else row
+        order = np.argsort(-probs, kind="stable")
+        top = [(self.class_names[i], float(probs[i])) for i in order[:top_k]]
+        if self.task == "multilabel":
+            labels = tuple(self.class_names[i] for i in order if probs[i] >= self.threshold)
+        else:
+            labels = (self.class_names[order[0]],)
+        return Prediction(
+            label=labels[0] if labels else None,
+            labels=labels,
+            top=top,
+            probabilities={n: float(p) for n, p in zip(self.class_names, probs, strict=True)},
+        )
+
+
+def _is_pil(item):
+    try:
+        from PIL import Image
+    except ImportError:
+        return False
+    return isinstance(item, Image.Image)
+
+
+def _open_image(path, where):
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError(
+            f"Reading image files needs Pillow: `pip install pillow`. Received: {where}={path!r}"
+        ) from None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No image file at this path. Received: {where}={path!r}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except OSError as e:
+        raise ValueError(
+            f"Could not read the image file ({e}). Received: {where}={path!r}"
+        ) from None
+
+
+def _convert_channels(array, channels, where):
+    have = array.shape[-1]
+    if have == channels:
+        return array
+    if have == 4 and channels == 3:
+        return array[..., :3]  # drop alpha
+    if have == 1 and channels == 3:
+        return np.repeat(array, 3, axis=-1)
+    if have in (3, 4) and channels == 1:
+        return (array[..., :3] @ np.array([0.299, 0.587, 0.114], "float32"))[..., None]
+    raise ValueError(
+        f"The model takes {channels}-channel images. Received: {where} with {have} channels"
+    )
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softmax(x):
+    e = np.exp(x - np.max(x))
+    return e / e.sum()

@@ -1,0 +1,309 @@
+"""What kerastl records next to a model: class names, task, backbone, history, versions.
+
+The metadata is a JSON object stored as the `kerastl.json` member of the `.keras`
+zip. Every key below is always present (`None` where unknown), so readers never
+need `.get` chains.
+"""
+
+import datetime
+import json
+import math
+
+import keras
+
+METADATA_VERSION = 1
+TASKS = ("binary", "multiclass", "multilabel", "regression")
+_CROSSENTROPY = {
+    "binary_crossentropy": "binary",
+    "binary_focal_crossentropy": "binary",
+    "categorical_crossentropy": "multiclass",
+    "sparse_categorical_crossentropy": "multiclass",
+    "categorical_focal_crossentropy": "multiclass",
+}
+
+
+def empty_metadata():
+    """Every metadata key, unknown: what a file saved without kerastl reads as."""
+    return {
+        "kerastl_metadata_version": METADATA_VERSION,
+        "format": None,  # "keras" (zip) or "legacy_h5"
+        "kerastl_version": None,
+        "keras_version": None,
+        "backend": None,  # the backend the model was saved (trained) on
+        "saved_at": None,
+        "task": None,
+        "num_outputs": None,
+        "outputs": None,  # "probabilities" or "logits" for classifiers
+        "class_names": None,
+        "backbone": None,
+        "input_preprocessing": None,  # recipe the caller applies; None: raw 0..255
+        "input_shape": None,
+        "input_dtype": None,
+        "history": None,
+    }
+
+
+def describe_model(model, class_names=None, history=None, metadata=None):
+    """The metadata of `model` as `save_model` writes it; validates the arguments.
+
+    `class_names`, `history` and `metadata` fall back to what is attached to the
+    model already (by `load_model` or an earlier `save_model`).
+    """
+    import kerastl
+
+    attached = getattr(model, "kerastl_metadata", None) or {}
+    meta = empty_metadata()
+    meta.update(
+        format="keras",
+        kerastl_version=kerastl.__version__,
+        keras_version=keras.version(),
+        backend=keras.config.backend(),
+        saved_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        input_shape=_input_shape(model),
+        input_dtype=_input_dtype(model),
+    )
+    meta.update(_describe_backbone(model))
+    if metadata is not None:
+        metadata = _check_metadata(metadata)
+    if class_names is None:
+        head = _head_config(model) or {}
+        class_names = attached.get("class_names") or head.get("class_names")
+    else:
+        class_names = _check_class_names(class_names)
+    meta.update(_describe_head(model, class_names, overrides=metadata or {}))
+    if history is None:
+        meta["history"] = attached.get("history")
+    else:
+        meta["history"] = history_dict(history)
+    if metadata:
+        meta.update(metadata)
+    if meta["task"] is not None and meta["task"] not in TASKS:
+        raise ValueError(
+            f"`metadata['task']` must be one of {TASKS}. Received: metadata={metadata!r}"
+        )
+    _check_class_count(meta, class_names)
+    meta["class_names"] = class_names
+    return meta
+
+
+def history_dict(history):
+    """`{metric: [float per epoch]}` from a `History`, a dict, or a list of those (stages)."""
+    if isinstance(history, (list, tuple)):
+        merged = {}
+        for stage in history:
+            for key, values in history_dict(stage).items():
+                merged.setdefault(key, []).extend(values)
+        return merged
+    values = getattr(history, "history", history)
+    if not isinstance(values, dict):
+        raise TypeError(
+            "`history` must be what `model.fit` returns (a `keras.callbacks.History`), its "
+            f"`.history` dict, or a list of those. Received: history={history!r}"
+        )
+    try:
+        return {str(k): [float(v) for v in vs] for k, vs in values.items()}
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`history` must map metric names to lists of numbers. Received: history={values!r}"
+        ) from None
+
+
+def _check_metadata(metadata):
+    if not isinstance(metadata, dict):
+        raise TypeError(f"`metadata` must be a dict. Received: metadata={metadata!r}")
+    try:
+        return json.loads(json.dumps(metadata))
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"`metadata` must be JSON-serialisable ({e}). Received: metadata={metadata!r}"
+        ) from None
+
+
+def _check_class_names(class_names):
+    if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
+        raise TypeError(
+            f"`class_names` must be a list of strings. Received: class_names={class_names!r}"
+        )
+    names = list(class_names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"`class_names` has duplicates. Received: class_names={names!r}")
+    return names
+
+
+def _check_class_count(meta, class_names):
+    if class_names is None:
+        return
+    task, units = meta["task"], meta["num_outputs"]
+    if task == "regression" or task is None:
+        raise ValueError(
+            f"`class_names` name the classes of a classifier, but the model's head is "
+            f"task={task!r}; pass metadata={{'task': ...}} if it does classify. "
+            f"Received: class_names={class_names!r}"
+        )
+    expected = 2 if task == "binary" else units
+    if len(class_names) != expected:
+        detail = "binary: one unit, two names (negative first)" if task == "binary" else task
+        raise ValueError(
+            f"`class_names` has {len(class_names)} names but the model's head has "
+            f"{expected} classes ({detail}). Received: class_names={class_names!r}"
+        )
+
+
+def _input_shape(model):
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(shape, list) or (shape and isinstance(shape[0], tuple)):
+        return None  # several inputs: no single image spec
+    return list(shape)
+
+
+def _input_dtype(model):
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        return None
+    return keras.backend.standardize_dtype(inputs[0].dtype)
+
+
+def _layers(model):
+    # Layers at every depth (the backbone inside a FeatureExtractor included).
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def _describe_backbone(model):
+    from kerastl.backbones import get_backbone
+    from kerastl.layers import FeatureExtractor
+
+    extractors = [layer for layer in _layers(model) if isinstance(layer, FeatureExtractor)]
+    if not extractors:
+        return {"backbone": None, "input_preprocessing": None}
+    extractor = extractors[0]
+    config = extractor.get_config()
+    source = config["backbone"]
+    preprocessing = None
+    if isinstance(source, str):
+        name = source
+        try:
+            preprocessing = get_backbone(source).preprocessing
+        except ValueError:  # registered in the saving process only
+            preprocessing = None
+    else:
+        name = source.get("config", {}).get("name")
+    backbone = {
+        "name": name,
+        "layer": extractor.name,
+        "preprocessing": preprocessing,
+        "input_shape": list(config["input_shape"]),
+        "pooling": config["pooling"],
+        "freeze": config["freeze"],
+        "bn": config["bn"],
+    }
+    # The extractor as the model's first layer means nothing in the model applies
+    # the input recipe: whoever feeds the model must (the Predictor does).
+    first = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    takes_raw = not (first and first[0] is extractor)
+    recipe = None if takes_raw or preprocessing == "none" else preprocessing
+    return {"backbone": backbone, "input_preprocessing": recipe}
+
+
+def _head_config(model):
+    # kerastl heads (TaskHead) carry `task`, `num_outputs`, `logits` and `class_names`
+    # in their config; read them if present.
+    for layer in reversed(_layers(model)):
+        try:
+            config = layer.get_config()
+        except Exception:  # noqa: BLE001 - any layer may refuse; the head is what we want
+            continue
+        if isinstance(config, dict) and config.get("task") in TASKS:
+            return config
+    return None
+
+
+def _output_activation(model):
+    layer = model.layers[-1] if model.layers else None
+    if layer is None:
+        return None
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = layer.get_config().get("activation")
+    if isinstance(activation, dict):  # a serialised callable
+        activation = activation.get("config", {}).get("name") or activation.get("class_name")
+    return activation or "linear"
+
+
+def _loss_kind(model):
+    """(task family, from_logits) of the compiled loss, or (None, None)."""
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, (list, tuple)) and len(loss) == 1:
+        loss = loss[0]
+    if isinstance(loss, str):
+        return _CROSSENTROPY.get(loss), False
+    if isinstance(loss, keras.losses.Loss):
+        return _CROSSENTROPY.get(loss.name), bool(getattr(loss, "from_logits", False))
+    return None, None
+
+
+def _describe_head(model, class_names, overrides):
+    outputs = getattr(model, "outputs", None) or []
+    units = None
+    if len(outputs) == 1 and outputs[0].shape:
+        units = outputs[0].shape[-1]
+    head = _head_config(model)
+    if head is not None:
+        task = head["task"]
+        units = head.get("num_outputs", units)
+        flag = head.get("logits", head.get("from_logits"))
+        if task == "regression":
+            kind = None
+        elif flag is not None:
+            kind = "logits" if flag else "probabilities"
+        else:
+            kind = _kind_from_activation(_output_activation(model))
+        return _head(task, units, kind)
+    if "task" in overrides:
+        task = overrides["task"]
+        if task == "regression":
+            return _head(task, units, None)
+        kind = overrides.get("outputs") or _kind_from_activation(_output_activation(model))
+        return _head(task, units, kind)
+    if units is None:
+        return _head(None, None, None)
+    activation = _output_activation(model)
+    if activation == "softmax":
+        return _head("multiclass", units, "probabilities")
+    if activation == "sigmoid":
+        return _head("binary" if units == 1 else "multilabel", units, "probabilities")
+    if activation != "linear":
+        return _head("regression", units, None)
+    family, from_logits = _loss_kind(model)
+    if family == "binary":
+        return _head("binary" if units == 1 else "multilabel", units, "logits")
+    if family == "multiclass":
+        return _head("multiclass", units, "logits")
+    if class_names is not None:  # named classes on a linear output: logits
+        return _head("binary" if units == 1 else "multiclass", units, "logits")
+    return _head("regression", units, None)
+
+
+def _kind_from_activation(activation):
+    return "probabilities" if activation in ("softmax", "sigmoid") else "logits"
+
+
+def _head(task, units, kind):
+    return {"task": task, "num_outputs": units, "outputs": kind}
+
+
+def finite_json(meta):
+    """JSON text of `meta`; NaN/inf history values (diverged runs) become null."""
+
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(meta), indent=1)

@@ -1,0 +1,88 @@
+"""`save_model`: one `.keras` file with the model, its neutral compile state and metadata."""
+
+import json
+import os
+import shutil
+
+import keras
+
+from kerastl.saving import archive
+from kerastl.saving.metadata import describe_model, finite_json
+
+
+def save_model(model, path, class_names=None, history=None, metadata=None):
+    """Saves `model` as one `.keras` file that loads on every backend.
+
+    The file is a standard `.keras` archive (`keras.saving.load_model` reads it)
+    with a `kerastl.json` member: class names, task, backbone and its
+    preprocessing, freeze and BatchNorm policy, versions, the backend it was
+    saved on, the input spec and the training history. The compile state is
+    written backend-neutral (public optimizer class, `jit_compile="auto"`).
+
+    The write is atomic: the archive is built in a hidden directory beside
+    `path` and renamed over it, so a crash or kill mid-save leaves the earlier
+    file intact. Arguments are checked before anything is written.
+
+    Args:
+        model: a `keras.Model`.
+        path: destination, ending in `.keras`.
+        class_names: names of the classes, in output order. A binary head (one
+            unit) takes two names, negative class first. Defaults to the names
+            already attached to the model (by `load_model`).
+        history: what `model.fit` returned (a `History` or its `.history`
+            dict), or a list of them for training in stages.
+        metadata: dict of extra JSON-serialisable entries; its keys override
+            the inferred ones (e.g. `{"task": "multilabel"}`).
+
+    Returns:
+        The metadata written, as a dict (also attached as
+        `model.kerastl_metadata`).
+
+    Example:
+
+    ```python
+    meta = kerastl.save_model(model, "flowers.keras", class_names=["daisy", "rose"])
+    model = kerastl.load_model("flowers.keras")
+    print(model.kerastl_metadata["class_names"])  # ['daisy', 'rose']
+    ```
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model. Received: model={model!r}")
+    path = _check_path(path)
+    meta = describe_model(model, class_names=class_names, history=history, metadata=metadata)
+    text = finite_json(meta)
+
+    work = archive.staging_dir(path)
+    try:
+        staged = os.path.join(work, "model.keras")
+        model.save(staged)
+        with archive.open_keras_zip(staged) as zf:
+            config = json.loads(zf.read(archive.CONFIG))
+        if "compile_config" in config:
+            config["compile_config"] = archive.neutral_compile_config(config["compile_config"])
+        final = os.path.join(work, "final.keras")
+        archive.rewrite(staged, final, config=config, extra={archive.KERASTL_METADATA: text})
+        archive.replace_atomically(final, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    meta = json.loads(text)
+    model.__dict__["kerastl_metadata"] = meta  # plain attribute: not tracked, not saved
+    return meta
+
+
+def _check_path(path):
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str) or not path.endswith(".keras"):
+        raise ValueError(
+            "`path` must end in `.keras` (kerastl saves the native Keras format; "
+            f"`kerastl.load_model` still reads legacy .h5 files). Received: path={path!r}"
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"The directory to save into does not exist: {directory}. Received: path={path!r}"
+        )
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"`path` is a directory. Received: path={path!r}")
+    return path

@@ -1,0 +1,136 @@
+import importlib.util
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from kerastl.saving import ExportDependencyError, export
+
+BACKEND = keras.config.backend()
+
+
+def installed(*modules):
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in modules)
+    except ImportError:
+        return False
+
+
+def tiny():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model(np.zeros((1, 16, 16, 3), "float32"))  # exports need a called model
+    return model
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype("float32")
+
+
+SAVED_MODEL_NEEDS = {
+    "tensorflow": ("tensorflow",),
+    "jax": ("tensorflow", "jax.experimental.jax2tf"),
+    "torch": ("tensorflow", "torch_xla"),
+}[BACKEND]
+
+
+@pytest.mark.skipif(
+    not installed(*SAVED_MODEL_NEEDS),
+    reason=f"tf_saved_model on {BACKEND} needs {SAVED_MODEL_NEEDS}",
+)
+def test_tf_saved_model_export_serves_the_same_predictions(images, tmp_path):
+    import tensorflow as tf
+
+    model = tiny()
+    path = str(tmp_path / "served")
+    assert export(model, path) == path
+    served = tf.saved_model.load(path)
+    np.testing.assert_allclose(
+        served.serve(images).numpy(), model.predict(images, verbose=0), atol=1e-5
+    )
+    assert [n for n in os.listdir(tmp_path)] == ["served"]  # no staging left behind
+    export(tiny(), path)  # replaces the earlier export
+    assert os.listdir(tmp_path) == ["served"]
+
+
+@pytest.mark.skipif(installed(*SAVED_MODEL_NEEDS), reason="tf_saved_model can export here")
+def test_tf_saved_model_without_its_dependencies_says_what_to_install(tmp_path):
+    with pytest.raises(ExportDependencyError, match=r"pip install .*Received: format="):
+        export(tiny(), tmp_path / "served")
+    assert os.listdir(tmp_path) == []
+
+
+ONNX_NEEDS = {
+    "tensorflow": ("tf2onnx", "onnx"),
+    "jax": ("jax2onnx", "onnx"),
+    "torch": ("onnx", "onnxscript"),
+}[BACKEND]
+
+
+@pytest.mark.skipif(
+    not installed(*ONNX_NEEDS, "onnxruntime"),
+    reason=f"onnx on {BACKEND} needs {ONNX_NEEDS} (+ onnxruntime to check)",
+)
+def test_onnx_export_runs_in_onnxruntime(images, tmp_path):
+    import onnxruntime
+
+    model = tiny()
+    path = str(tmp_path / "model.onnx")
+    export(model, path, input_signature=[keras.InputSpec((2, 16, 16, 3), dtype="float32")])
+    session = onnxruntime.InferenceSession(path)
+    got = session.run(None, {session.get_inputs()[0].name: images})[0]
+    np.testing.assert_allclose(got, model.predict(images, verbose=0), atol=1e-5)
+
+
+@pytest.mark.skipif(installed(*ONNX_NEEDS), reason="onnx can export here")
+def test_onnx_without_its_dependencies_says_what_to_install(tmp_path):
+    missing = [m for m in ONNX_NEEDS if not installed(m)]
+    with pytest.raises(ExportDependencyError) as info:
+        export(tiny(), tmp_path / "model.onnx", format="onnx")
+    message = str(info.value)
+    assert f"on the {BACKEND} backend needs" in message
+    assert all(m in message for m in missing)
+    assert message.endswith("Received: format='onnx'")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="format='torch' is a torch-backend export")
+def test_torch_export_reloads_with_torch_export(images, tmp_path):
+    import torch
+
+    model = tiny()
+    path = str(tmp_path / "model.pt2")
+    export(model, path, format="torch")
+    program = torch.export.load(path)
+    got = program.module()(torch.from_numpy(images[:1]))
+    np.testing.assert_allclose(
+        got.detach().numpy(), model.predict(images[:1], verbose=0), atol=1e-5
+    )
+    with pytest.raises(ValueError, match=r"`\.pt2` file. Received: path="):
+        export(model, tmp_path / "model.pt", format="torch")
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="torch supports format='torch'")
+def test_unsupported_backend_format_pairs_are_clear_errors(tmp_path):
+    with pytest.raises(
+        ValueError,
+        match=rf"cannot export format='torch' on the {BACKEND} "
+        r"backend; it can on \['torch'\].*Received: format=",
+    ):
+        export(tiny(), tmp_path / "model.pt2", format="torch")
+
+
+def test_unknown_format_and_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="must be one of.*Received: format='coreml'"):
+        export(tiny(), tmp_path / "m", format="coreml")
+    with pytest.raises(TypeError, match="Received: model="):
+        export("model", tmp_path / "m")

@@ -1,0 +1,422 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+from support import tf_mode
+
+import kerastl
+from kerastl.saving import load_model, read_metadata, save_model
+
+CLASSES = ["astronaut", "coffee", "cat"]
+
+
+def classifier(weights, head=None, compile=True):
+    inputs = keras.Input((96, 96, 3))
+    extractor = kerastl.FeatureExtractor(
+        "mobilenet_v2",
+        weights=weights,
+        input_shape=(96, 96, 3),
+        pooling="avg",
+        backbone_kwargs={"alpha": 0.35},
+    )
+    head = head or keras.layers.Dense(3, activation="softmax", name="head")
+    model = keras.Model(inputs, head(extractor(inputs)))
+    if compile:
+        model.compile(
+            optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
+    return model
+
+
+def tiny(units=3, activation="softmax", loss=None):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3, name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(units, activation=activation, name="out"),
+        ]
+    )
+    if loss is not None:
+        model.compile(optimizer="adam", loss=loss)
+    return model
+
+
+@pytest.fixture
+def trained(mobilenet_weights, photos):
+    model = classifier(mobilenet_weights)
+    history = model.fit(tf_mode(photos[:8]), np.arange(8) % 3, epochs=2, batch_size=4, verbose=0)
+    return model, history
+
+
+def test_round_trip_predictions_class_names_history_and_optimizer_state(trained, photos, tmp_path):
+    model, history = trained
+    path = str(tmp_path / "model.keras")
+    written = save_model(model, path, class_names=CLASSES, history=history)
+    loaded = load_model(path)
+    images = tf_mode(photos[8:14])
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
+    meta = loaded.kerastl_metadata
+    assert meta == written == read_metadata(path) == read_metadata(loaded)
+    assert meta["class_names"] == CLASSES
+    assert meta["history"]["loss"] == pytest.approx(history.history["loss"])
+    assert len(meta["history"]["accuracy"]) == 2
+    assert meta["task"] == "multiclass" and meta["num_outputs"] == 3
+    assert meta["outputs"] == "probabilities"
+    assert meta["backbone"]["name"] == "mobilenet_v2"
+    assert meta["backbone"]["preprocessing"] == "tf"
+    assert meta["backbone"]["bn"] == "frozen"
+    assert meta["backbone"]["freeze"]["class_name"] == "FreezeAll"
+    assert meta["input_preprocessing"] == "tf"  # nothing in the model rescales
+    assert meta["input_shape"] == [None, 96, 96, 3]
+    assert meta["backend"] == keras.config.backend()
+    assert meta["keras_version"] == keras.version()
+    assert meta["kerastl_version"] == kerastl.__version__
+    # The optimizer state came back: training continues from step 4, not 0.
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 4
+    loaded.fit(images, np.arange(6) % 3, verbose=0)
+    assert int(loaded.optimizer.iterations) == 5
+
+
+def test_saved_compile_state_is_backend_neutral(trained, tmp_path):
+    model, _ = trained
+    path = str(tmp_path / "model.keras")
+    save_model(model, path)
+    with zipfile.ZipFile(path) as zf:
+        compile_config = json.loads(zf.read("config.json"))["compile_config"]
+        assert set(zf.namelist()) == {
+            "config.json",
+            "metadata.json",
+            "model.weights.h5",
+            "kerastl.json",
+        }
+    assert compile_config["optimizer"]["module"] == "keras.optimizers"
+    assert compile_config["optimizer"]["class_name"] == "Adam"
+    assert compile_config["jit_compile"] == "auto"
+    # Plain Keras records the backend's own view, which is what kerastl undoes.
+    model.save(tmp_path / "plain.keras")
+    with zipfile.ZipFile(tmp_path / "plain.keras") as zf:
+        plain = json.loads(zf.read("config.json"))["compile_config"]
+    assert plain["jit_compile"] != "auto"
+
+
+def test_plain_keras_file_with_backend_private_compile_state_loads(tmp_path):
+    """A file as torch and JAX write it: private optimizer module, jit_compile=True."""
+    model = tiny(loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(size=(4, 16, 16, 3)).astype("float32")
+    model.fit(x, np.arange(4) % 3, verbose=0)
+    path = str(tmp_path / "plain.keras")
+    model.save(path)
+    _edit_config(
+        path,
+        lambda c: c["compile_config"].update(
+            jit_compile=True,
+            optimizer={
+                **c["compile_config"]["optimizer"],
+                "module": "keras.src.backend.torch.optimizers.torch_adam",
+                "registered_name": "Adam",
+            },
+        ),
+    )
+    loaded = load_model(path)
+    # "auto", resolved by this backend as a fresh compile does: never torch.compile.
+    assert loaded.jit_compile == tiny(loss="mse").jit_compile
+    assert keras.config.backend() != "torch" or loaded.jit_compile is False
+    assert isinstance(loaded.optimizer, keras.optimizers.Adam)
+    assert int(loaded.optimizer.iterations) == 1
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    meta = loaded.kerastl_metadata  # no kerastl.json: read off the model
+    assert meta["kerastl_version"] is None and meta["class_names"] is None
+    assert meta["task"] == "multiclass" and meta["keras_version"] == keras.version()
+
+
+def _edit_config(path, edit):
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    config = json.loads(members["config.json"])
+    edit(config)
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+@pytest.mark.parametrize(
+    "units, activation, loss, names, expected",
+    [
+        (1, "sigmoid", None, ["cat", "dog"], ("binary", "probabilities")),
+        (
+            1,
+            None,
+            keras.losses.BinaryCrossentropy(from_logits=True),
+            ["cat", "dog"],
+            ("binary", "logits"),
+        ),
+        (3, "softmax", None, CLASSES, ("multiclass", "probabilities")),
+        (3, None, "sparse_categorical_crossentropy", None, ("multiclass", "logits")),
+        (4, "sigmoid", None, ["a", "b", "c", "d"], ("multilabel", "probabilities")),
+        (2, None, None, None, ("regression", None)),
+    ],
+)
+def test_task_is_read_off_the_head(units, activation, loss, names, expected, tmp_path):
+    model = tiny(units, activation, loss)
+    meta = save_model(model, tmp_path / "m.keras", class_names=names)
+    assert (meta["task"], meta["outputs"]) == expected
+    assert meta["num_outputs"] == units
+    assert read_metadata(tmp_path / "m.keras")["class_names"] == names
+
+
+def test_metadata_argument_overrides_and_extends(tmp_path):
+    model = tiny(2, None)
+    meta = save_model(
+        model,
+        tmp_path / "m.keras",
+        class_names=["x", "y"],
+        metadata={"task": "multilabel", "dataset": "mine"},
+    )
+    assert meta["task"] == "multilabel" and meta["outputs"] == "logits"
+    assert read_metadata(tmp_path / "m.keras")["dataset"] == "mine"
+    with pytest.raises(ValueError, match=r"metadata\['task'\].*Received: metadata="):
+        save_model(model, tmp_path / "n.keras", metadata={"task": "segmentation"})
+    with pytest.raises(TypeError, match="JSON-serialisable.*Received: metadata="):
+        save_model(model, tmp_path / "n.keras", metadata={"f": object()})
+    assert not (tmp_path / "n.keras").exists()
+
+
+def test_history_from_several_fit_stages_is_concatenated(tmp_path):
+    model = tiny(loss="sparse_categorical_crossentropy")
+    x = np.zeros((4, 16, 16, 3), "float32")
+    first = model.fit(x, np.arange(4) % 3, epochs=2, verbose=0)
+    second = model.fit(x, np.arange(4) % 3, epochs=1, verbose=0)
+    save_model(model, tmp_path / "m.keras", history=[first, second.history])
+    history = read_metadata(tmp_path / "m.keras")["history"]
+    assert history["loss"] == pytest.approx(first.history["loss"] + second.history["loss"])
+    loaded = load_model(tmp_path / "m.keras")
+    save_model(loaded, tmp_path / "again.keras")  # attached history and names carry over
+    assert read_metadata(tmp_path / "again.keras")["history"] == history
+
+
+@pytest.mark.parametrize(
+    "names, match",
+    [
+        (["cat", "dog"], "has 2 names but the model's head has 3 classes"),
+        (["a", "b", "c", "d"], "has 4 names but the model's head has 3 classes"),
+        (["a", "a", "b"], "has duplicates"),
+        ("abc", "list of strings"),
+    ],
+)
+def test_bad_class_names_are_refused_and_nothing_is_overwritten(names, match, tmp_path):
+    model = tiny()
+    path = tmp_path / "m.keras"
+    save_model(model, path, class_names=CLASSES)
+    before = path.read_bytes()
+    with pytest.raises((ValueError, TypeError), match=rf"{match}.*Received: class_names="):
+        save_model(model, path, class_names=names)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.keras"]
+
+
+def test_binary_head_takes_two_names(tmp_path):
+    model = tiny(1, "sigmoid")
+    with pytest.raises(ValueError, match=r"1 names but the model's head has 2 classes \(bin"):
+        save_model(model, tmp_path / "m.keras", class_names=["dog"])
+    with pytest.raises(ValueError, match="task='regression'.*Received: class_names="):
+        save_model(
+            tiny(2, None),
+            tmp_path / "m.keras",
+            class_names=["a", "b"],
+            metadata={"task": "regression"},
+        )
+
+
+def test_save_path_errors(tmp_path):
+    model = tiny()
+    with pytest.raises(ValueError, match=r"end in `\.keras`.*Received: path=.*m\.h5"):
+        save_model(model, tmp_path / "m.h5")
+    with pytest.raises(FileNotFoundError, match="does not exist.*Received: path="):
+        save_model(model, tmp_path / "nowhere" / "m.keras")
+    with pytest.raises(TypeError, match="Received: model="):
+        save_model("model", tmp_path / "m.keras")
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "good.keras"
+    save_model(tiny(), path, class_names=CLASSES)
+    return path
+
+
+def test_missing_file(tmp_path):
+    for call in (load_model, read_metadata):
+        with pytest.raises(FileNotFoundError, match=r"Received: path=.*absent\.keras"):
+            call(tmp_path / "absent.keras")
+
+
+def test_truncated_file(saved, tmp_path):
+    data = saved.read_bytes()
+    bad = tmp_path / "truncated.keras"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"truncated or corrupted.*Received: path=.*trunc"):
+        load_model(bad)
+
+
+def test_corrupted_file(saved, tmp_path):
+    data = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as zf:
+        info = zf.getinfo("model.weights.h5")
+    middle = info.header_offset + 100 + info.compress_size // 2
+    data[middle : middle + 64] = bytes(64)
+    bad = tmp_path / "corrupted.keras"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"corrupted \(member 'model.weights.h5' fails its CRC"):
+        load_model(bad)
+
+
+def test_not_a_keras_file(tmp_path):
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model")
+    with pytest.raises(ValueError, match=r"not a Keras model file.*Received: path=.*notes"):
+        load_model(text)
+    other_zip = tmp_path / "other.keras"
+    with zipfile.ZipFile(other_zip, "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    with pytest.raises(ValueError, match=r"no config.json.*Received: path=.*other"):
+        read_metadata(other_zip)
+    fake_h5 = tmp_path / "fake.h5"
+    fake_h5.write_text("no hdf5 here")
+    with pytest.raises(ValueError, match=r"not an HDF5 file.*Received: path=.*fake"):
+        load_model(fake_h5)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_lambda_layer_is_refused_in_safe_mode(suffix, tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Lambda(lambda x: x * 2),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    path = tmp_path / f"lambda{suffix}"
+    if suffix == ".keras":
+        save_model(model, path)
+    else:
+        model.save(path)
+    with pytest.raises(ValueError, match=r"holds Python code.*safe_mode.*Received: path="):
+        load_model(path)
+    x = np.ones((1, 4), "float32")
+    trusted = load_model(path, safe_mode=False)
+    np.testing.assert_allclose(
+        trusted.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_legacy_h5_full_model_loads_with_default_metadata(mobilenet_weights, photos, tmp_path):
+    """Seed 000's `model.save('model_final.h5')`, written by the installed Keras."""
+    model = classifier(mobilenet_weights)
+    path = tmp_path / "model_final.h5"
+    model.save(path)
+    loaded = load_model(path)
+    images = tf_mode(photos[:4])
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
+    meta = loaded.kerastl_metadata
+    assert meta["format"] == "legacy_h5" and meta["class_names"] is None
+    assert meta["task"] == "multiclass" and meta["backbone"]["name"] == "mobilenet_v2"
+    assert read_metadata(path)["keras_version"] == keras.version()
+    weights_only = tmp_path / "weights_only.h5"
+    with __import__("h5py").File(weights_only, "w") as f:
+        f.attrs["layer_names"] = []
+    with pytest.raises(ValueError, match="weights only.*load_weights_by_name.*Received: path="):
+        load_model(weights_only)
+
+
+def test_failed_save_leaves_the_earlier_file_and_no_debris(saved, tmp_path, monkeypatch):
+    before = saved.read_bytes()
+    model = tiny(3, "softmax")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("kerastl.saving.archive.rewrite", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(model, saved, class_names=CLASSES)
+    assert saved.read_bytes() == before
+    assert os.listdir(tmp_path) == ["good.keras"]
+
+
+_SAVE_FOREVER = """
+import sys, keras, numpy as np, kerastl
+from kerastl.saving import save_model
+inputs = keras.Input((96, 96, 3))
+features = kerastl.FeatureExtractor("mobilenet_v2", weights=None, input_shape=(96, 96, 3),
+                                    pooling="avg", freeze="none")(inputs)
+model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(features))
+print("ready", flush=True)
+while True:
+    save_model(model, sys.argv[1], class_names=["a", "b", "c"])
+"""
+
+
+def _partial_files(directory):
+    found = []
+    for name in os.listdir(directory):
+        stage = os.path.join(directory, name)
+        if ".kerastl-tmp-" in name and os.path.isdir(stage):
+            found += [f for f in os.scandir(stage) if f.stat().st_size > 0]
+    return found
+
+
+def test_killed_save_leaves_the_earlier_file_loadable(saved, tmp_path):
+    before = saved.read_bytes()
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__))
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_SAVE_FOREVER), str(saved)],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert child.stdout.readline().strip() == b"ready"
+        deadline = time.monotonic() + 120
+        # Kill while a save is writing: its staging directory holds a partial file.
+        while not _partial_files(tmp_path):
+            assert time.monotonic() < deadline, "the child never started saving"
+            time.sleep(0.001)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    debris = [n for n in os.listdir(tmp_path) if n != "good.keras"]
+    assert debris and all(n.startswith(".good.keras.kerastl-tmp-") for n in debris)
+    assert not any(n.endswith(".keras") for n in debris)  # never mistaken for a model
+    if saved.read_bytes() != before:  # a save completed before the kill: also whole
+        assert read_metadata(saved)["num_outputs"] == 3
+    model = load_model(saved)
+    assert model.kerastl_metadata["class_names"] in (CLASSES, ["a", "b", "c"])
+
+
+def test_kerastl_head_config_gives_task_logits_and_class_names(tmp_path):
+    heads = pytest.importorskip("kerastl.heads", reason="kerastl.heads (issue B) not landed")
+    head = heads.TaskHead("multiclass", 3, logits=True, class_names=["x", "y", "z"])
+    model = keras.Sequential([keras.Input((8, 8, 3)), head])
+    meta = save_model(model, tmp_path / "m.keras")
+    assert (meta["task"], meta["num_outputs"], meta["outputs"]) == ("multiclass", 3, "logits")
+    assert meta["class_names"] == ["x", "y", "z"]  # from the head when not given
+    binary = keras.Sequential([keras.Input((8, 8, 3)), heads.TaskHead("binary", 1)])
+    meta = save_model(binary, tmp_path / "b.keras", class_names=["cat", "dog"])
+    assert (meta["task"], meta["outputs"]) == ("binary", "probabilities")
+    loaded = load_model(tmp_path / "b.keras")
+    assert isinstance(loaded.layers[-1], heads.TaskHead)
+    assert loaded.kerastl_metadata["class_names"] == ["cat", "dog"]
