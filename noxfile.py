@@ -33,8 +33,8 @@ def _venv_python(backend):
 @nox.session
 def lint(session):
     session.install(*nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "lint"))
-    session.run("ruff", "check", "kerastl", "tests", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "kerastl", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
 
 
 @nox.session
