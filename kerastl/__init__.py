@@ -3,10 +3,22 @@
 The backend is Keras's: set `KERAS_BACKEND` before importing keras or kerastl.
 """
 
-from kerastl import backbones, data, freeze, heads, layers, preprocessing, saving
+from kerastl import (
+    backbones,
+    callbacks,
+    data,
+    freeze,
+    heads,
+    layers,
+    optimizers,
+    preprocessing,
+    saving,
+)
 from kerastl.backbones.weights import WeightsDownloadError
+from kerastl.callbacks import GradualUnfreezing
 from kerastl.layers import FeatureExtractor, GeMPooling2D
 from kerastl.models import build_model
+from kerastl.optimizers import PerLayerLR
 from kerastl.predictor import Prediction, Predictor
 from kerastl.saving import (
     ExportDependencyError,
@@ -24,12 +36,15 @@ __all__ = [
     "ExportDependencyError",
     "FeatureExtractor",
     "GeMPooling2D",
+    "GradualUnfreezing",
+    "PerLayerLR",
     "Prediction",
     "Predictor",
     "WeightsDownloadError",
     "WeightsReport",
     "backbones",
     "build_model",
+    "callbacks",
     "data",
     "export",
     "freeze",
@@ -37,6 +52,7 @@ __all__ = [
     "layers",
     "load_model",
     "load_weights_by_name",
+    "optimizers",
     "preprocessing",
     "read_metadata",
     "save_model",

@@ -103,7 +103,8 @@ class FreezeUpTo(FreezePolicy):
         if last not in names and block_layers:
             last = block_layers[-1]
         if last not in names:
-            _no_match(self, model, self.layer_name, names + [b for b, _ in blocks], "layer_name")
+            candidates = list(dict.fromkeys(names + [b for b, _ in blocks]))
+            _no_match(self, model, self.layer_name, candidates, "layer_name")
         return set(names[names.index(last) + 1 :])
 
     def get_config(self):

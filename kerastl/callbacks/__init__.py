@@ -1,0 +1,5 @@
+"""Training callbacks: gradual unfreezing."""
+
+from kerastl.callbacks.gradual_unfreezing import GradualUnfreezing
+
+__all__ = ["GradualUnfreezing"]

@@ -1,0 +1,160 @@
+import keras
+import numpy as np
+import pytest
+from support import calibrate_batchnorm
+
+import kerastl
+from kerastl.callbacks import GradualUnfreezing
+from kerastl.freeze import TrainPattern, TrainTopBlocks
+from kerastl.optimizers import PerLayerLR
+
+LAYERS = ("conv_a", "bn_a", "conv_b", "conv_c", "head")
+
+
+def _model():
+    """Backbone blocks (one per weighted layer): conv_a, bn_a, conv_b, conv_c."""
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv_a")(inputs)
+    x = keras.layers.BatchNormalization(name="bn_a")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(4, 3, name="conv_b", activation="relu")(x)
+    x = keras.layers.Conv2D(6, 3, name="conv_c", activation="relu")(x)
+    backbone = keras.Model(inputs, x, name="tiny")
+    calibrate_batchnorm(backbone, np.random.default_rng(0).normal(size=(8, 12, 12, 3)))
+    images = keras.Input((12, 12, 3))
+    features = kerastl.FeatureExtractor(backbone, pooling="avg", name="fx")(images)
+    return keras.Model(images, keras.layers.Dense(3, name="head")(features))
+
+
+def _layer(model, name):
+    return (
+        model.get_layer(name) if name == "head" else model.get_layer("fx").backbone.get_layer(name)
+    )
+
+
+class _WhatChanged(keras.callbacks.Callback):
+    """Records, per epoch, which layers' weights changed during it."""
+
+    def __init__(self):
+        super().__init__()
+        self.changed = []
+
+    def _values(self):
+        return {
+            name: [keras.ops.convert_to_numpy(w).copy() for w in _layer(self.model, name).weights]
+            for name in LAYERS
+        }
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._before = self._values()
+
+    def on_epoch_end(self, epoch, logs=None):
+        after = self._values()
+        self.changed.append(
+            {
+                name
+                for name in LAYERS
+                if any(
+                    not np.array_equal(b, a)
+                    for b, a in zip(self._before[name], after[name], strict=True)
+                )
+            }
+        )
+
+
+def _fit(model, callback, epochs=3, optimizer=None):
+    model.compile(
+        optimizer=optimizer or keras.optimizers.Adam(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 12, 12, 3)).astype("float32")
+    y = np.arange(16) % 3
+    watcher = _WhatChanged()
+    history = model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=8,
+        verbose=0,
+        validation_data=(x[:8], y[:8]),
+        callbacks=[callback, watcher],
+    )
+    return watcher.changed, history
+
+
+def test_one_more_block_every_epoch():
+    model = _model()
+    changed, history = _fit(model, GradualUnfreezing(every=1, verbose=0), epochs=4)
+    assert changed == [
+        {"head"},
+        {"head", "conv_c"},
+        {"head", "conv_c", "conv_b"},
+        {"head", "conv_c", "conv_b"},  # the third block is bn_a: bn="frozen" keeps it fixed
+    ]
+    assert len(history.history["val_accuracy"]) == 4  # loss and metrics survive recompiles
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_schedule_with_learning_rate_multiplier_for_new_blocks():
+    model = _model()
+    callback = GradualUnfreezing(
+        schedule={0: "all", 2: TrainTopBlocks(2) | TrainPattern("conv_a")},
+        lr_multiplier=0.1,
+        verbose=0,
+    )
+    changed, _ = _fit(model, callback, epochs=3, optimizer=keras.optimizers.SGD(0.1))
+    assert changed == [{"head"}, {"head"}, {"head", "conv_c", "conv_b", "conv_a"}]
+    assert callback.unfrozen == {2: ["conv_a", "conv_b", "conv_c"]}
+    optimizer = model.optimizer
+    assert isinstance(optimizer, PerLayerLR)
+    assert isinstance(optimizer.inner_optimizer, keras.optimizers.SGD)
+    assert optimizer.multiplier(_layer(model, "conv_b").kernel) == pytest.approx(0.1)
+    assert optimizer.multiplier(_layer(model, "head").kernel) == 1.0
+
+
+def test_multiplier_zero_keeps_new_blocks_fixed():
+    """The multiplier really reaches the update: 0 means the unfrozen block does not move."""
+    model = _model()
+    callback = GradualUnfreezing(schedule={1: TrainTopBlocks(1)}, lr_multiplier=0.0, verbose=0)
+    changed, _ = _fit(model, callback, epochs=2)
+    assert changed == [{"head"}, {"head"}]
+    assert len(model.trainable_variables) == 4  # conv_c is trainable, its multiplier is 0
+
+
+def test_resumed_fit_starts_in_the_scheduled_state():
+    model = _model()
+    callback = GradualUnfreezing(schedule={0: "all", 1: TrainTopBlocks(1)}, verbose=0)
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((4, 12, 12, 3), "float32")
+    model.fit(x, np.zeros((4, 3)), epochs=3, initial_epoch=2, verbose=0, callbacks=[callback])
+    assert callback.unfrozen == {2: ["conv_c"]}
+
+
+def test_config_round_trip():
+    callback = GradualUnfreezing(schedule={0: "all", 3: TrainTopBlocks(2)}, lr_multiplier=0.5)
+    clone = GradualUnfreezing.from_config(callback.get_config())
+    assert clone.schedule == callback.schedule and clone.lr_multiplier == 0.5
+    assert GradualUnfreezing.from_config(GradualUnfreezing(every=2).get_config()).every == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"schedule": {3: "all", 1: "none"}},
+            r"increasing order.*Received: schedule epochs=\[3, 1\]",
+        ),
+        ({"schedule": {-1: "all"}}, r"Received: schedule epoch=-1"),
+        ({"schedule": {1: "some"}}, r"Received: freeze='some'"),
+        ({"schedule": {}}, r"Received: schedule=\{\}"),
+        ({}, r"exactly one"),
+        ({"schedule": {0: "all"}, "every": 2}, r"exactly one"),
+        ({"every": 0}, r"Received: every=0"),
+        ({"every": 1, "lr_multiplier": -0.5}, r"Received: lr_multiplier=-0.5"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GradualUnfreezing(**kwargs)
