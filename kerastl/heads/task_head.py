@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from kerastl.layers.gem_pooling_2d import GeMPooling2D
+from kerastl.layers.pooling import global_pool
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
 HEAD_POOLING = ("avg", "max", "gem", "avgmax", "flatten")
@@ -248,12 +249,8 @@ class TaskHead(keras.layers.Layer):
     def _pool(self, x):
         if self.pooling == "flatten":
             return ops.reshape(x, (ops.shape(x)[0], -1))
-        if self.pooling == "avg":
-            return ops.mean(x, axis=(1, 2))
-        if self.pooling == "max":
-            return ops.max(x, axis=(1, 2))
-        if self.pooling == "avgmax":
-            return ops.concatenate([ops.mean(x, axis=(1, 2)), ops.max(x, axis=(1, 2))], axis=-1)
+        if self.pooling in ("avg", "max", "avgmax"):
+            return global_pool(x, self.pooling)
         return self.pooler(x)
 
     def compute_output_shape(self, input_shape):

@@ -9,6 +9,7 @@ from kerastl.backbones.registry import split_blocks
 from kerastl.backbones.weights import build_with_weights, check_weights_arg, load_weights_file
 from kerastl.freeze.policies import get_policy, set_trainable, validate_bn
 from kerastl.layers.gem_pooling_2d import GeMPooling2D
+from kerastl.layers.pooling import global_pool
 
 POOLING_MODES = (None, "avg", "max", "gem", "avgmax")
 _MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -272,13 +273,9 @@ class FeatureExtractor(keras.layers.Layer):
         return self._pool("features", features)
 
     def _pool(self, key, x):
-        if self.pooling == "avg":
-            return ops.mean(x, axis=(1, 2))
-        if self.pooling == "max":
-            return ops.max(x, axis=(1, 2))
-        if self.pooling == "avgmax":
-            return ops.concatenate([ops.mean(x, axis=(1, 2)), ops.max(x, axis=(1, 2))], axis=-1)
-        return self.poolers[key](x)
+        if self.pooling == "gem":
+            return self.poolers[key](x)
+        return global_pool(x, self.pooling)
 
     def _map_shapes(self, input_shape):
         input_shape = tuple(input_shape)
