@@ -25,6 +25,18 @@ def test_registry_holds_every_keras_application():
     )
 
 
+def test_backends_each_entry_runs_on():
+    unsupported = {
+        n: get_backbone(n).backends for n in EXPECTED if not get_backbone(n).supports("torch")
+    }
+    assert unsupported == {"nasnet_mobile": ("tensorflow", "jax")}
+    assert all(get_backbone(n).supports(b) for n in EXPECTED for b in ("tensorflow", "jax"))
+    with pytest.raises(ValueError, match=r"`backends` must be.*Received: backends=\('theano',\)"):
+        register_backbone(
+            "x_test", _tiny, default_size=32, min_size=8, preprocessing="tf", backends=("theano",)
+        )
+
+
 def test_preprocessing_recipes_match_keras_applications():
     expected = {
         "vgg16": "caffe",
@@ -45,6 +57,12 @@ def test_preprocessing_recipes_match_keras_applications():
 def test_every_backbone_builds_at_its_minimum_size(name):
     spec = get_backbone(name)
     size = spec.min_size
+    if not spec.supports():
+        # Keras refuses it here: the registry says so first, naming the way out.
+        with pytest.raises(ValueError, match=r"does not run on the 'torch' backend.*KERAS_BACKEND"):
+            kerastl.FeatureExtractor(name, weights=None, input_shape=(size, size, 3))
+        assert keras.config.backend() == "torch" and name == "nasnet_mobile"
+        return
     # Shapes only: a stateless scope defers variable initialisers (JAX runs each
     # one as a compiled op), which makes 41 builds affordable on every backend.
     with keras.StatelessScope():

@@ -61,6 +61,7 @@ def saved(tmp_path_factory, mobilenet_weights, photos):
         input_shape=(96, 96, 3),
         pooling="avg",
         backbone_kwargs={"alpha": 0.35},
+        name="feature_extractor",  # auto-names depend on what ran before in this process
     )
     outputs = keras.layers.Dense(3, activation="softmax", name="head")(extractor(inputs))
     model = keras.Model(inputs, outputs)

@@ -244,9 +244,22 @@ for variant, constructor, stage2_depth in (
         },
     )
 
-for variant, constructor, size, (s8, s16, s32) in (
-    ("mobile", A.NASNetMobile, 224, ("adjust_relu_1_5", "adjust_relu_1_9", "normal_concat_12")),
-    ("large", A.NASNetLarge, 331, ("adjust_relu_1_7", "adjust_relu_1_13", "normal_concat_18")),
+# Keras refuses NASNetMobile on torch ("outstanding bug"); NASNetLarge builds everywhere.
+for variant, constructor, size, (s8, s16, s32), backends in (
+    (
+        "mobile",
+        A.NASNetMobile,
+        224,
+        ("adjust_relu_1_5", "adjust_relu_1_9", "normal_concat_12"),
+        ("tensorflow", "jax"),
+    ),
+    (
+        "large",
+        A.NASNetLarge,
+        331,
+        ("adjust_relu_1_7", "adjust_relu_1_13", "normal_concat_18"),
+        ("tensorflow", "jax", "torch"),
+    ),
 ):
     _add(
         f"nasnet_{variant}",
@@ -261,4 +274,5 @@ for variant, constructor, size, (s8, s16, s32) in (
             "S16": s16,
             "S32": s32,
         },
+        backends=backends,
     )

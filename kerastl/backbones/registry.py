@@ -16,6 +16,7 @@ import keras
 from kerastl.backbones.recipes import PREPROCESSING_MODES
 
 _REGISTRY: dict[str, "BackboneSpec"] = {}
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,8 @@ class BackboneSpec:
             inner layers have generated names: a layer matching it ends a block.
         feature_layers: stride key (`"S4"`, `"S8"` ...) to the name of the last
             layer at that stride, shallow to deep.
+        backends: the Keras backends the constructor works on (Keras itself
+            refuses some, e.g. NASNetMobile on torch).
     """
 
     name: str
@@ -50,6 +53,7 @@ class BackboneSpec:
     block_pattern: str | None = None
     block_end_pattern: str | None = None
     feature_layers: dict[str, str] = dataclasses.field(default_factory=dict)
+    backends: tuple[str, ...] = BACKENDS
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name or ""):
@@ -86,9 +90,25 @@ class BackboneSpec:
                     ) from None
         if self.block_pattern is not None and self.block_end_pattern is not None:
             raise ValueError("Give `block_pattern` or `block_end_pattern`, not both.")
+        if not self.backends or not set(self.backends) <= set(BACKENDS):
+            raise ValueError(
+                f"`backends` must be a non-empty subset of {BACKENDS}. "
+                f"Received: backends={self.backends!r}"
+            )
+
+    def supports(self, backend=None):
+        """Whether the constructor works on `backend` (default: the current one)."""
+        return (backend or keras.config.backend()) in self.backends
 
     def build(self, input_shape=None, weights=None, **kwargs):
         """Calls the constructor without the classifier top."""
+        if not self.supports():
+            raise ValueError(
+                f"Backbone {self.name!r} does not run on the "
+                f"{keras.config.backend()!r} backend; it runs on {list(self.backends)}. "
+                f"Set KERAS_BACKEND to one of those before importing keras, or pick "
+                f"another backbone (`kerastl.backbones.list_backbones()`)."
+            )
         if input_shape is None:
             input_shape = (self.default_size, self.default_size, 3)
         return self.constructor(
@@ -141,6 +161,7 @@ def register_backbone(
     block_pattern=None,
     block_end_pattern=None,
     feature_layers=None,
+    backends=BACKENDS,
     overwrite=False,
 ):
     """Adds a backbone to the registry and returns its `BackboneSpec`.
@@ -168,6 +189,7 @@ def register_backbone(
         block_pattern=block_pattern,
         block_end_pattern=block_end_pattern,
         feature_layers=dict(feature_layers or {}),
+        backends=tuple(backends),
     )
     if name in _REGISTRY and not overwrite:
         raise ValueError(
