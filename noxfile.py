@@ -12,6 +12,14 @@ import nox
 BACKENDS = ["tensorflow", "jax", "torch"]
 GPU_BACKENDS = ["jax", "torch"]
 ROOT = pathlib.Path(__file__).parent
+# What kerastl.export needs for ONNX on each backend, plus onnxruntime to check the file.
+ONNX = {
+    "tensorflow": ["tf2onnx", "onnx", "onnxruntime"],
+    "jax": ["jax2onnx", "onnx", "onnxruntime"],
+    "torch": ["onnx", "onnxscript", "onnxruntime"],
+}
+# Tests run in parallel processes (pytest-xdist): on 2 cores it halves the JAX run.
+PARALLEL = ["-n", "auto", "--maxprocesses", "4"]
 
 nox.options.sessions = ["lint", "tests", "cross_backend"]
 nox.options.reuse_existing_virtualenvs = False
@@ -23,7 +31,7 @@ def _install(session, backend):
     # keras-hub backbones are a backbone source; its hard tensorflow-text requirement
     # (which pulls full TensorFlow) is only for text models, so install it without.
     session.install("--no-deps", "keras-hub==0.32.0")
-    session.install("regex", "kagglehub", "sentencepiece", "tokenizers")
+    session.install("regex", "kagglehub", "sentencepiece", "tokenizers", *ONNX[backend])
 
 
 def _venv_python(backend):
@@ -45,6 +53,7 @@ def tests(session, backend):
         "pytest",
         "-m",
         "not gpu and not cross_backend",
+        *PARALLEL,
         *session.posargs,
         env={"KERAS_BACKEND": backend},
     )
@@ -68,6 +77,7 @@ def cross_backend(session):
             "pytest",
             "-m",
             "cross_backend",
+            *PARALLEL,
             *session.posargs,
             env={"KERAS_BACKEND": backend, "KERASTL_PYTHONS": mapping},
             external=True,

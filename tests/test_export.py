@@ -85,10 +85,12 @@ def test_onnx_export_runs_in_onnxruntime(images, tmp_path):
 
     model = tiny()
     path = str(tmp_path / "model.onnx")
-    export(model, path, input_signature=[keras.InputSpec((2, 16, 16, 3), dtype="float32")])
+    spec = keras.InputSpec(shape=(2, 16, 16, 3), dtype="float32")
+    assert export(model, path, format="onnx", input_signature=[spec]) == path
     session = onnxruntime.InferenceSession(path)
     got = session.run(None, {session.get_inputs()[0].name: images})[0]
     np.testing.assert_allclose(got, model.predict(images, verbose=0), atol=1e-5)
+    assert os.listdir(tmp_path) == ["model.onnx"]  # no staging left behind
 
 
 @pytest.mark.skipif(installed(*ONNX_NEEDS), reason="onnx can export here")
