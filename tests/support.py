@@ -71,6 +71,23 @@ def calibrated_weights_file(name, path, input_shape, backbone_kwargs=None):
     return str(path)
 
 
+def mobilenet_classifier(weights, classes=3):
+    """The test classifier: MobileNetV2 (alpha 0.35) at 96 px, average pooled, softmax head."""
+    import kerastl
+
+    inputs = keras.Input((96, 96, 3))
+    extractor = kerastl.FeatureExtractor(
+        "mobilenet_v2",
+        weights=weights,
+        input_shape=(96, 96, 3),
+        pooling="avg",
+        backbone_kwargs={"alpha": 0.35},
+        name="feature_extractor",  # auto-names depend on what ran before in the process
+    )
+    outputs = keras.layers.Dense(classes, activation="softmax", name="head")(extractor(inputs))
+    return keras.Model(inputs, outputs)
+
+
 def backend_python(backend):
     """An interpreter that has `backend`: from KERASTL_PYTHONS, else this one."""
     mapping = os.environ.get("KERASTL_PYTHONS")

@@ -6,9 +6,8 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from support import BACKENDS, run_in_backend, tf_mode
+from support import BACKENDS, mobilenet_classifier, run_in_backend, tf_mode
 
-import kerastl
 from kerastl.saving import load_model, save_model
 
 pytestmark = pytest.mark.cross_backend
@@ -54,17 +53,7 @@ def optimizer():
 def saved(tmp_path_factory, mobilenet_weights, photos):
     """A compiled, trained-for-one-step classifier saved by this backend."""
     keras.utils.set_random_seed(0)
-    inputs = keras.Input((96, 96, 3))
-    extractor = kerastl.FeatureExtractor(
-        "mobilenet_v2",
-        weights=mobilenet_weights,
-        input_shape=(96, 96, 3),
-        pooling="avg",
-        backbone_kwargs={"alpha": 0.35},
-        name="feature_extractor",  # auto-names depend on what ran before in this process
-    )
-    outputs = keras.layers.Dense(3, activation="softmax", name="head")(extractor(inputs))
-    model = keras.Model(inputs, outputs)
+    model = mobilenet_classifier(mobilenet_weights)
     model.compile(
         optimizer=optimizer(), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )

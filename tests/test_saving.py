@@ -10,7 +10,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from support import tf_mode
+from support import mobilenet_classifier, tf_mode
 
 import kerastl
 from kerastl.saving import load_model, read_metadata, save_model
@@ -18,21 +18,9 @@ from kerastl.saving import load_model, read_metadata, save_model
 CLASSES = ["astronaut", "coffee", "cat"]
 
 
-def classifier(weights, head=None, compile=True):
-    inputs = keras.Input((96, 96, 3))
-    extractor = kerastl.FeatureExtractor(
-        "mobilenet_v2",
-        weights=weights,
-        input_shape=(96, 96, 3),
-        pooling="avg",
-        backbone_kwargs={"alpha": 0.35},
-    )
-    head = head or keras.layers.Dense(3, activation="softmax", name="head")
-    model = keras.Model(inputs, head(extractor(inputs)))
-    if compile:
-        model.compile(
-            optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-        )
+def classifier(weights):
+    model = mobilenet_classifier(weights)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 

@@ -2,23 +2,10 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from support import tf_mode
+from support import mobilenet_classifier, tf_mode
 
 import kerastl
 from kerastl.saving import WeightsReport, load_weights_by_name, save_model
-
-
-def classifier(weights, classes, name="head"):
-    inputs = keras.Input((96, 96, 3))
-    extractor = kerastl.FeatureExtractor(
-        "mobilenet_v2",
-        weights=weights,
-        input_shape=(96, 96, 3),
-        pooling="avg",
-        backbone_kwargs={"alpha": 0.35},
-    )
-    outputs = keras.layers.Dense(classes, activation="softmax", name=name)(extractor(inputs))
-    return keras.Model(inputs, outputs)
 
 
 def features(model, images):
@@ -49,11 +36,11 @@ def assert_same_weights(a, b):
 @pytest.fixture
 def pretrained(mobilenet_weights):
     """A 3-class classifier on a calibrated backbone: the "checkpoint" of seed 004."""
-    return classifier(mobilenet_weights, 3)
+    return mobilenet_classifier(mobilenet_weights, 3)
 
 
 def test_from_model_into_new_head_skips_the_mismatched_head(pretrained, photos):
-    target = classifier(None, 5)
+    target = mobilenet_classifier(None, 5)
     images = tf_mode(photos[:4])
     head_before = keras.ops.convert_to_numpy(target.get_layer("head").kernel)
     assert not np.allclose(features(target, images), features(pretrained, images), atol=1e-3)
@@ -133,7 +120,7 @@ def test_weights_h5_matches_by_path_across_a_prefix(pretrained, photos, tmp_path
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(extractor(images)), features(pretrained, images), atol=1e-6
     )
-    five = classifier(None, 5)
+    five = mobilenet_classifier(None, 5)
     report = load_weights_by_name(five, path)
     assert report.skipped == {
         "layers/dense": {"source": [(1280, 3), (3,)], "target": [(1280, 5), (5,)]}

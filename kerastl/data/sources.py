@@ -85,22 +85,17 @@ def from_arrays(
         raise ValueError(f"`x` holds no images. Received: x.shape={x.shape}")
     _check_mix(mix, y)
 
-    def batches(rows, train):
-        return ImageBatches(
-            x[rows],
-            None if y is None else y[rows],
-            batch_size=batch_size,
-            shuffle=shuffle and train,
-            seed=seed,
-            mix=mix if train else None,
-            class_names=class_names,
-            workers=workers,
-        )
-
-    if validation_split is None:
-        return batches(np.arange(len(x)), train=True)
-    train_rows, val_rows = _split(len(x), validation_split, seed)
-    return batches(train_rows, train=True), batches(val_rows, train=False)
+    return _split_batches(
+        x,
+        y,
+        validation_split,
+        shuffle=shuffle,
+        seed=seed,
+        mix=mix,
+        batch_size=batch_size,
+        class_names=class_names,
+        workers=workers,
+    )
 
 
 def from_directory(
@@ -198,23 +193,42 @@ def from_directory(
         labels = labels.astype("float32")
     _check_mix(mix, labels)
 
+    return _split_batches(
+        paths,
+        labels,
+        validation_split,
+        shuffle=shuffle,
+        seed=seed,
+        mix=mix,
+        batch_size=batch_size,
+        image_size=size,
+        color_mode=color_mode,
+        class_names=class_names,
+        workers=workers,
+    )
+
+
+def _split_batches(images, labels, validation_split, *, shuffle, seed, mix, **kwargs):
+    """`ImageBatches` over all rows, or a (train, validation) pair of them.
+
+    Only the training part shuffles and mixes. `images` is an array or a list
+    of paths; `labels` an array or `None`.
+    """
+
     def batches(rows, train):
+        rows_of = images[rows] if isinstance(images, np.ndarray) else [images[i] for i in rows]
         return ImageBatches(
-            [paths[i] for i in rows],
-            labels[rows],
-            batch_size=batch_size,
+            rows_of,
+            None if labels is None else labels[rows],
             shuffle=shuffle and train,
             seed=seed,
             mix=mix if train else None,
-            image_size=size,
-            color_mode=color_mode,
-            class_names=class_names,
-            workers=workers,
+            **kwargs,
         )
 
     if validation_split is None:
-        return batches(np.arange(len(paths)), train=True)
-    train_rows, val_rows = _split(len(paths), validation_split, seed)
+        return batches(np.arange(len(images)), train=True)
+    train_rows, val_rows = _split(len(images), validation_split, seed)
     return batches(train_rows, train=True), batches(val_rows, train=False)
 
 
