@@ -110,6 +110,17 @@ def test_augmentation_changes_training_inputs_only(preset, photos):
     assert len(prep.layers) == 2 + len(preprocessing.augmentation(preset))
 
 
+@pytest.mark.parametrize("preset", ["light", "medium", "strong"])
+def test_augmented_images_stay_in_0_255(preset, photos):
+    images = photos[:8].astype("float32")
+    for seed in range(10):  # seeds 5 and 7 overshoot on torch without the clip
+        x = images
+        for layer in preprocessing.augmentation(preset, seed=seed):
+            x = layer(x, training=True)
+        x = _np(x)
+        assert x.min() >= 0.0 and x.max() <= 255.0, (seed, x.min(), x.max())
+
+
 def test_augmentation_inside_a_model_is_training_only(photos, mobilenet_weights):
     extractor = kerastl.FeatureExtractor(
         "mobilenet_v2",

@@ -15,7 +15,7 @@ def augmentation(preset="medium", seed=None):
 
     Presets: `"none"` (no layers), `"light"` (horizontal flip, small
     translation), `"medium"` (+ rotation, zoom, contrast) and `"strong"`
-    (larger ranges + RandAugment). Keras augmentation layers act only in
+    (larger ranges + RandAugment, clipped back to 0..255). Keras augmentation layers act only in
     training (`fit`); `predict` and `evaluate` see the images unchanged.
 
     MixUp and CutMix mix labels as well as images, which a layer inside the
@@ -45,6 +45,9 @@ def augmentation(preset="medium", seed=None):
     ]
     if strong:
         layers.append(L.RandAugment(value_range=(0, 255), seed=next(seeds)))
+        # On torch, Keras 3.15's RandAugment can leave values above 255 (378 measured
+        # on skimage photos): clip back to the range, with a standard serialisable layer.
+        layers.append(L.ReLU(max_value=255.0))
     return layers
 
 
