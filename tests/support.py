@@ -71,19 +71,22 @@ def calibrated_weights_file(name, path, input_shape, backbone_kwargs=None):
     return str(path)
 
 
-def mobilenet_classifier(weights, classes=3):
-    """The test classifier: MobileNetV2 (alpha 0.35) at 96 px, average pooled, softmax head."""
+def mobilenet_extractor(weights, **kwargs):
+    """The test extractor: MobileNetV2 (alpha 0.35) at 96 px, average pooled.
+
+    `kwargs` override or add FeatureExtractor arguments (`input_shape`, `freeze` ...).
+    """
     import kerastl
 
+    args = dict(input_shape=(96, 96, 3), pooling="avg", backbone_kwargs={"alpha": 0.35})
+    return kerastl.FeatureExtractor("mobilenet_v2", weights=weights, **{**args, **kwargs})
+
+
+def mobilenet_classifier(weights, classes=3):
+    """The test classifier: `mobilenet_extractor` and a softmax head."""
     inputs = keras.Input((96, 96, 3))
-    extractor = kerastl.FeatureExtractor(
-        "mobilenet_v2",
-        weights=weights,
-        input_shape=(96, 96, 3),
-        pooling="avg",
-        backbone_kwargs={"alpha": 0.35},
-        name="feature_extractor",  # auto-names depend on what ran before in the process
-    )
+    # Named: auto-names depend on what ran before in the process.
+    extractor = mobilenet_extractor(weights, name="feature_extractor")
     outputs = keras.layers.Dense(classes, activation="softmax", name="head")(extractor(inputs))
     return keras.Model(inputs, outputs)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from support import BACKENDS, mobilenet_classifier, run_in_backend, tf_mode
 
+from kerastl.optimizers import PerLayerLR
 from kerastl.saving import load_model, save_model
 
 pytestmark = pytest.mark.cross_backend
@@ -41,11 +42,7 @@ print(json.dumps({
 
 
 def optimizer():
-    """kerastl's PerLayerLR around Adam (issue B) where it exists, else Adam."""
-    try:
-        from kerastl.optimizers import PerLayerLR
-    except ModuleNotFoundError:
-        return keras.optimizers.Adam(1e-2)
+    """kerastl's PerLayerLR around Adam: its config must cross the backends too."""
     return PerLayerLR(keras.optimizers.Adam(1e-2), multipliers={"head": 0.5})
 
 

@@ -2,8 +2,8 @@ import os
 
 import numpy as np
 import pytest
+from support import mobilenet_extractor
 
-import kerastl
 from kerastl import data, heads
 from kerastl.models import build_model
 
@@ -17,13 +17,7 @@ def _digits(count=30):
 
 
 def _tiny_model(head, weights=None):
-    extractor = kerastl.FeatureExtractor(
-        "mobilenet_v2",
-        weights=weights,
-        input_shape=(32, 32, 3),
-        pooling="avg",
-        backbone_kwargs={"alpha": 0.35},
-    )
+    extractor = mobilenet_extractor(weights, input_shape=(32, 32, 3))
     return build_model(extractor, head)
 
 
@@ -266,13 +260,7 @@ def test_prepare_image_from_path_pil_and_arrays(tmp_path, photos):
 def test_prepare_image_predicts_a_class_name(tmp_path, photos, mobilenet_weights):
     from PIL import Image
 
-    extractor = kerastl.FeatureExtractor(
-        "mobilenet_v2",
-        weights=mobilenet_weights,
-        input_shape=(96, 96, 3),
-        pooling="avg",
-        backbone_kwargs={"alpha": 0.35},
-    )
+    extractor = mobilenet_extractor(mobilenet_weights)
     model = build_model(extractor, heads.binary(class_names=["cat", "dog"]), compile=False)
     path = tmp_path / "chelsea.jpg"
     Image.fromarray(photos[2]).resize((150, 120)).save(path)

@@ -1,9 +1,8 @@
 import keras
 import numpy as np
 import pytest
-from support import BACKENDS, run_in_backend
+from support import BACKENDS, mobilenet_extractor, run_in_backend
 
-import kerastl
 from kerastl.optimizers import PerLayerLR
 
 
@@ -117,14 +116,7 @@ def test_adamw_weight_decay_skips_multiplier_zero():
 
 
 def test_layer_decay_follows_block_depth(mobilenet_weights):
-    extractor = kerastl.FeatureExtractor(
-        "mobilenet_v2",
-        weights=mobilenet_weights,
-        input_shape=(96, 96, 3),
-        backbone_kwargs={"alpha": 0.35},
-        pooling="avg",
-        freeze="none",
-    )
+    extractor = mobilenet_extractor(mobilenet_weights, freeze="none")
     optimizer = PerLayerLR(
         "sgd", layer_decay=0.75, blocks=extractor, multipliers={"block_16_project": 0.5}
     )

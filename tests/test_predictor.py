@@ -2,9 +2,8 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
-from support import tf_mode
+from support import mobilenet_extractor, tf_mode
 
-import kerastl
 from kerastl.predictor import Prediction, Predictor
 from kerastl.saving import save_model
 
@@ -14,13 +13,7 @@ CLASSES = ["astronaut", "coffee", "cat"]
 def classifier(weights, head, rescale_inside=False):
     inputs = keras.Input((96, 96, 3))
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs) if rescale_inside else inputs
-    extractor = kerastl.FeatureExtractor(
-        "mobilenet_v2",
-        weights=weights,
-        input_shape=(96, 96, 3),
-        pooling="avg",
-        backbone_kwargs={"alpha": 0.35},
-    )
+    extractor = mobilenet_extractor(weights)
     return keras.Model(inputs, head(extractor(x)))
 
 
@@ -107,13 +100,7 @@ def test_model_that_resizes_itself_takes_images_of_any_size(mobilenet_weights, p
     inputs = keras.Input((None, None, 3))
     x = keras.layers.Resizing(96, 96)(inputs)
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(x)
-    extractor = kerastl.FeatureExtractor(
-        "mobilenet_v2",
-        weights=mobilenet_weights,
-        input_shape=(96, 96, 3),
-        pooling="avg",
-        backbone_kwargs={"alpha": 0.35},
-    )
+    extractor = mobilenet_extractor(mobilenet_weights)
     keras.utils.set_random_seed(3)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(extractor(x)))
     predictor = Predictor(model, class_names=CLASSES)

@@ -4,6 +4,7 @@ import re
 import keras
 import numpy as np
 import pytest
+from support import mobilenet_extractor
 
 import kerastl
 from kerastl import preprocessing
@@ -122,13 +123,7 @@ def test_augmented_images_stay_in_0_255(preset, photos):
 
 
 def test_augmentation_inside_a_model_is_training_only(photos, mobilenet_weights):
-    extractor = kerastl.FeatureExtractor(
-        "mobilenet_v2",
-        weights=mobilenet_weights,
-        input_shape=(96, 96, 3),
-        pooling="avg",
-        backbone_kwargs={"alpha": 0.35},
-    )
+    extractor = mobilenet_extractor(mobilenet_weights)
     model = build_model(
         extractor,
         kerastl.heads.regression(4),

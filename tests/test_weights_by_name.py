@@ -2,9 +2,8 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from support import mobilenet_classifier, tf_mode
+from support import mobilenet_classifier, mobilenet_extractor, tf_mode
 
-import kerastl
 from kerastl.saving import WeightsReport, load_weights_by_name, save_model
 
 
@@ -63,13 +62,7 @@ def test_from_keras_and_legacy_h5_files_into_a_feature_extractor(pretrained, pho
     images = tf_mode(photos[:4])
     expected = features(pretrained, images)
     for path in ("pretrained.keras", "pretrained.h5"):
-        extractor = kerastl.FeatureExtractor(
-            "mobilenet_v2",
-            weights=None,
-            input_shape=(96, 96, 3),
-            pooling="avg",
-            backbone_kwargs={"alpha": 0.35},
-        )
+        extractor = mobilenet_extractor(None)
         report = load_weights_by_name(extractor, tmp_path / path)
         assert report.matched_by == "name" and len(report.loaded) == 104, path
         assert report.unexpected == ["head"] and report.missing == [], path
@@ -107,13 +100,7 @@ def test_weights_h5_matches_by_path_across_a_prefix(pretrained, photos, tmp_path
     path = tmp_path / "classifier.weights.h5"
     pretrained.save_weights(path)
     images = tf_mode(photos[:4])
-    extractor = kerastl.FeatureExtractor(
-        "mobilenet_v2",
-        weights=None,
-        input_shape=(96, 96, 3),
-        pooling="avg",
-        backbone_kwargs={"alpha": 0.35},
-    )
+    extractor = mobilenet_extractor(None)
     report = load_weights_by_name(extractor, path)  # the classifier's file, the bare backbone
     assert report.matched_by == "path" and len(report.loaded) == 104
     assert report.unexpected == ["layers/dense"] and not report.skipped
