@@ -13,12 +13,12 @@ from kerastl import (
     optimizers,
     preprocessing,
     saving,
+    training,
 )
+from kerastl._version import __version__
 from kerastl.backbones.weights import WeightsDownloadError
-from kerastl.callbacks import GradualUnfreezing
-from kerastl.layers import FeatureExtractor, GeMPooling2D
+from kerastl.layers import FeatureExtractor, GeMPooling2D, GlobalPooling2D
 from kerastl.models import build_model
-from kerastl.optimizers import PerLayerLR
 from kerastl.predictor import Prediction, Predictor
 from kerastl.saving import (
     ExportDependencyError,
@@ -29,13 +29,14 @@ from kerastl.saving import (
     read_metadata,
     save_model,
 )
-
-__version__ = "0.1.0"
+from kerastl.training import GradualUnfreezing, PerLayerLR, explain, set_freeze
 
 __all__ = [
+    "__version__",
     "ExportDependencyError",
     "FeatureExtractor",
     "GeMPooling2D",
+    "GlobalPooling2D",
     "GradualUnfreezing",
     "PerLayerLR",
     "Prediction",
@@ -46,6 +47,7 @@ __all__ = [
     "build_model",
     "callbacks",
     "data",
+    "explain",
     "export",
     "freeze",
     "heads",
@@ -57,4 +59,6 @@ __all__ = [
     "read_metadata",
     "save_model",
     "saving",
+    "set_freeze",
+    "training",
 ]

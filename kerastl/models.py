@@ -1,5 +1,7 @@
 """`build_model`: preprocessing, feature extractor and head in one Keras model."""
 
+import re
+
 import keras
 
 from kerastl.heads.task_head import TaskHead
@@ -21,9 +23,12 @@ def build_model(
 ):
     """Assembles raw images -> preprocessing -> feature extractor -> head.
 
-    The result is one functional `keras.Model` whose parts are the layers named
-    `"preprocessing"`, `"feature_extractor"` and `"head"`; a saved model takes
-    raw 0..255 images and gives predictions with nothing else to remember.
+    The result is one functional `keras.Model` of three parts; a saved model
+    takes raw 0..255 images and gives predictions with nothing else to
+    remember. Parts that carry a name you chose keep it; parts with a name
+    Keras generated (`feature_extractor_3`) are named `"feature_extractor"`,
+    `"head"` and `"preprocessing"`, so `model.get_layer("head")` works. Nothing
+    else about the parts you pass changes.
 
     Args:
         extractor: a `kerastl.FeatureExtractor`.
@@ -79,13 +84,12 @@ def build_model(
         )
 
     # === Functional Model ===
-    # The parts are this model's: give them the names the library relies on.
-    extractor.name = "feature_extractor"
-    head.name = "head"
+    _name_if_generated(extractor, "feature_extractor")
+    _name_if_generated(head, "head")
     images = keras.Input(input_shape, name="images")
     x = images
     if preprocessing is not False:
-        preprocessing.name = "preprocessing"
+        _name_if_generated(preprocessing, "preprocessing")
         x = preprocessing(x)
     features = extractor(x)
     outputs = head(features)
@@ -99,6 +103,13 @@ def build_model(
             metrics=metrics if metrics is not None else head.default_metrics(),
         )
     return model
+
+
+def _name_if_generated(layer, name):
+    """Names `layer` `name` when its current name is one Keras generated (`pipeline_2`)."""
+    generated = re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()
+    if any(re.fullmatch(rf"{re.escape(stem)}(_\d+)?", layer.name) for stem in (name, generated)):
+        layer.name = name
 
 
 def _default_input_shape(extractor, preprocessing):

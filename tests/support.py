@@ -46,7 +46,7 @@ def calibrate_batchnorm(model, images):
     """
     bns = [
         layer
-        for layer in model._flatten_layers()
+        for layer in model._flatten_layers()  # tests may touch Keras internals
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
     saved = [(bn, bn.momentum, bn.trainable) for bn in bns]

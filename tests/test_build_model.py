@@ -16,13 +16,18 @@ def extractor(weights=None, **kwargs):
 
 
 def test_parts_are_named_and_compiled_with_the_head_defaults():
-    model = build_model(extractor(name="fx"), heads.binary(logits=True, name="top"))
+    model = build_model(extractor(), heads.binary(logits=True))
     assert [layer.name for layer in model.layers] == [
         "images",
         "preprocessing",
         "feature_extractor",
         "head",
     ]
+    # Names the user chose stay: build_model renames nothing the user named.
+    fx, top = extractor(name="fx"), heads.binary(name="top")
+    named = build_model(fx, top)
+    assert [layer.name for layer in named.layers[2:]] == ["fx", "top"]
+    assert (fx.name, top.name) == ("fx", "top")
     assert model.input_shape == (None, None, None, 3)  # any size: the pipeline resizes
     assert model.output_shape == (None, 1)
     assert isinstance(

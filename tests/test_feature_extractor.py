@@ -316,7 +316,7 @@ def test_imagenet_weights_come_from_the_keras_cache_directory(mobilenet_weights,
             r"no layer named 'block_6_expand_rel'.*block_6_expand_relu.*Received: cut=",
         ),
         ({"outputs": ["S8", "nope"]}, ValueError, r"Received: outputs='nope'"),
-        ({"outputs": "S8"}, ValueError, r"Received: outputs='S8'"),
+        ({"outputs": "S8"}, TypeError, r"Received: outputs='S8'"),
         (
             {"input_shape": (16, 16, 3)},
             ValueError,
@@ -339,7 +339,7 @@ def test_imagenet_weights_come_from_the_keras_cache_directory(mobilenet_weights,
         ({"weights": 3}, ValueError, r"Received: weights=3"),
         ({"backbone": "/no/such/model.keras"}, FileNotFoundError, r"Received: backbone="),
         ({"submodel": "x"}, ValueError, r"Received: submodel='x'"),
-        ({"backbone": 42}, ValueError, r"Received: backbone=42"),
+        ({"backbone": 42}, TypeError, r"Received: backbone=42"),
     ],
 )
 def test_bad_arguments_get_clear_errors(kwargs, error, match):

@@ -15,14 +15,12 @@ from kerastl.freeze import (
     FreezeNone,
     FreezePattern,
     FreezeUpTo,
-    RecompileWarning,
     TrainFraction,
     TrainPattern,
     TrainTopBlocks,
-    apply,
-    explain,
     get_policy,
 )
+from kerastl.training import RecompileWarning, explain, set_freeze
 
 MOBILENET = dict(input_shape=(96, 96, 3), backbone_kwargs={"alpha": 0.35})
 BLOCK_16 = {"block_16_expand", "block_16_depthwise", "block_16_project", "Conv_1"}
@@ -225,7 +223,7 @@ def test_freeze_and_batchnorm_state_survive_keras_save_and_load(tmp_path):
     assert len(loaded.trainable_weights) == len(model.get_layer("fx").trainable_weights) > 0
     # A plain model's flags are Keras's own `trainable` configs.
     plain = tiny_cnn()
-    apply(plain, FreezePattern("conv"))
+    set_freeze(plain, FreezePattern("conv"))
     plain.save(str(tmp_path / "plain.keras"))
     reloaded = keras.saving.load_model(str(tmp_path / "plain.keras"))
     assert trained(reloaded) == {"mix"}
@@ -304,19 +302,19 @@ def test_batchnorm_mode_decides_which_of_its_variables_change(
 
 def test_plain_model_batchnorm_modes():
     model = tiny_cnn()
-    apply(model, "none", bn="frozen")
+    set_freeze(model, "none", bn="frozen")
     assert not model.get_layer("bn_a").trainable and model.get_layer("conv_a").trainable
-    apply(model, "none", bn="train")
+    set_freeze(model, "none", bn="train")
     assert model.get_layer("bn_a").trainable
     with pytest.raises(
         ValueError, match=r"needs a kerastl.FeatureExtractor.*Received: bn='affine'"
     ):
-        apply(model, "none", bn="affine")
+        set_freeze(model, "none", bn="affine")
     with pytest.raises(ValueError, match=r"Received: bn='moving'"):
-        apply(model, "none", bn="moving")
+        set_freeze(model, "none", bn="moving")
 
 
-# --- apply(): recompiles ------------------------------------------------------------
+# --- set_freeze(): recompiles ------------------------------------------------------------
 
 
 def _tiny_classifier(freeze="all"):
@@ -344,7 +342,7 @@ def test_apply_recompiles_with_the_same_optimizer_loss_and_metrics():
     head_slots = {v.path: keras.ops.convert_to_numpy(v) for v in model.optimizer.variables}
     backbone = model.get_layer("fx").backbone
     before = _snapshot(backbone.layers)
-    names = apply(model, TrainTopBlocks(1))
+    names = set_freeze(model, TrainTopBlocks(1))
     assert names == ["conv_c"]
     # Same optimizer class and config, its state carried over for the head.
     assert isinstance(model.optimizer, keras.optimizers.Adam)
@@ -364,19 +362,19 @@ def test_apply_without_recompile_warns_loudly():
     model = _tiny_classifier()
     model.compile(optimizer="sgd", loss="mse")
     with pytest.warns(RecompileWarning, match=r"not recompiled: fit\(\) keeps training"):
-        apply(model, "none", recompile=False)
+        set_freeze(model, "none", recompile=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RecompileWarning)
-        apply(_tiny_classifier(), "none", recompile=False)  # not compiled: nothing to say
+        set_freeze(_tiny_classifier(), "none", recompile=False)  # not compiled: nothing to say
 
 
 def test_apply_on_a_plain_model_trains_what_the_policy_says():
     model = tiny_cnn()
-    assert apply(model, FreezePattern("conv")) == ["mix"]
-    assert apply(model, FreezeUpTo("conv_b")) == ["conv_c", "mix"]
+    assert set_freeze(model, FreezePattern("conv")) == ["mix"]
+    assert set_freeze(model, FreezeUpTo("conv_b")) == ["conv_c", "mix"]
     assert not model.get_layer("bn_a").trainable
-    with pytest.raises(ValueError, match=r"Received: model_or_layer=3"):
-        apply(3, "all")
+    with pytest.raises(TypeError, match=r"Received: model_or_layer=3"):
+        set_freeze(3, "all")
 
 
 # --- explain() ------------------------------------------------------------------------
@@ -420,7 +418,7 @@ def test_explain_rows_and_totals_match_summary():
     assert by_name["fx/block_15_project_BN"]["bn"] == "frozen"
     assert by_name["fx/block_15_project"]["trainable"] is False
     assert by_name["fx/block_15_project"]["lr_multiplier"] is None
-    assert by_name["fx/gem_features"]["trainable_params"] == 1
+    assert by_name["fx/pool_features/gem"]["trainable_params"] == 1
     assert by_name["head"]["lr_multiplier"] == 1.0
     table = printed[0]
     assert "fx/block_16_project " in table and f"Trainable params: {totals['Trainable']:,}" in table

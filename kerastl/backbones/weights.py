@@ -5,6 +5,8 @@ import os
 import re
 import socket
 
+from kerastl._keras_private import keras_home
+
 # A download that cannot connect fails after this many seconds instead of
 # hanging: offline machines must get the "use a local file" message fast.
 DOWNLOAD_TIMEOUT_S = 20
@@ -26,10 +28,6 @@ def _socket_timeout(seconds):
 
 def keras_cache_dir():
     """Where `keras.utils.get_file` keeps downloaded weights (`$KERAS_HOME/models`)."""
-    try:
-        from keras.src.backend.config import keras_home  # the location Keras resolved
-    except ImportError:  # pragma: no cover - private module moved
-        return os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models")
     return os.path.join(keras_home(), "models")
 
 

@@ -1,5 +1,5 @@
-"""Training callbacks: gradual unfreezing."""
+"""Training callbacks: gradual unfreezing (`kerastl.training.GradualUnfreezing`)."""
 
-from kerastl.callbacks.gradual_unfreezing import GradualUnfreezing
+from kerastl.training.gradual_unfreezing import GradualUnfreezing
 
 __all__ = ["GradualUnfreezing"]

@@ -2,12 +2,11 @@
 
 Policies (`FreezeAll`, `FreezeNone`, `FreezeUpTo`, `TrainTopBlocks`,
 `TrainFraction`, `FreezePattern`, `TrainPattern`, composed with `|` / `&` or
-`AnyOf` / `AllOf`) say which backbone layers train; `apply` changes them on a
-compiled model and recompiles it; `explain` prints what trains.
+`AnyOf` / `AllOf`) say which backbone layers train. They are pure objects:
+`FeatureExtractor(freeze=...)` takes one, and `kerastl.set_freeze` applies one
+to a built (and compiled) model; `kerastl.explain` shows what trains.
 """
 
-from kerastl.freeze.apply import RecompileWarning, apply, find_extractor, recompile_model
-from kerastl.freeze.explain import explain
 from kerastl.freeze.policies import (
     BN_MODES,
     AllOf,
@@ -33,14 +32,9 @@ __all__ = [
     "FreezePattern",
     "FreezePolicy",
     "FreezeUpTo",
-    "RecompileWarning",
     "TrainFraction",
     "TrainPattern",
     "TrainTopBlocks",
-    "apply",
-    "explain",
-    "find_extractor",
     "get_policy",
-    "recompile_model",
     "set_trainable",
 ]

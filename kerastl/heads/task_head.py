@@ -3,8 +3,7 @@ import math
 import keras
 from keras import ops
 
-from kerastl.layers.gem_pooling_2d import GeMPooling2D
-from kerastl.layers.pooling import global_pool
+from kerastl.layers.global_pooling_2d import GlobalPooling2D
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
 HEAD_POOLING = ("avg", "max", "gem", "avgmax", "flatten")
@@ -128,7 +127,9 @@ class TaskHead(keras.layers.Layer):
 
         # === Layers ===
         policy = self.dtype_policy
-        self.pooler = GeMPooling2D(name="gem", dtype=policy) if pooling == "gem" else None
+        self.pooler = None
+        if pooling != "flatten":
+            self.pooler = GlobalPooling2D(pooling, name="pool", dtype=policy)
         self.dense_layers = []
         self.norm_layers = []
         self.dropout_layers = []
@@ -207,7 +208,11 @@ class TaskHead(keras.layers.Layer):
         if len(shape) == 4:
             if self.pooler is not None:
                 self.pooler.build(shape)
-            shape = self._pooled_shape(shape)
+            shape = (
+                self.pooler.compute_output_shape(shape)
+                if self.pooler is not None
+                else (shape[0], None if None in shape[1:] else math.prod(shape[1:]))
+            )
         if shape[-1] is None:
             raise ValueError(
                 "The head needs a known number of input features (static height and "
@@ -220,13 +225,6 @@ class TaskHead(keras.layers.Layer):
             shape = dense.compute_output_shape(shape)
         if self.priors is not None:
             self.dense_layers[-1].bias.assign(_prior_bias(self.priors, self.task))
-
-    def _pooled_shape(self, shape):
-        if self.pooling == "flatten":
-            flat = None if None in shape[1:] else math.prod(shape[1:])
-            return (shape[0], flat)
-        channels = shape[-1] * 2 if self.pooling == "avgmax" else shape[-1]
-        return (shape[0], channels)
 
     def call(self, inputs, training=None):
         x = inputs
@@ -247,10 +245,8 @@ class TaskHead(keras.layers.Layer):
         return x
 
     def _pool(self, x):
-        if self.pooling == "flatten":
+        if self.pooler is None:  # flatten
             return ops.reshape(x, (ops.shape(x)[0], -1))
-        if self.pooling in ("avg", "max", "avgmax"):
-            return global_pool(x, self.pooling)
         return self.pooler(x)
 
     def compute_output_shape(self, input_shape):

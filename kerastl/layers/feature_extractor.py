@@ -1,18 +1,18 @@
-import difflib
-import os
-
 import keras
 from keras import ops
 
-from kerastl.backbones import get_backbone
-from kerastl.backbones.registry import split_blocks
-from kerastl.backbones.weights import build_with_weights, check_weights_arg, load_weights_file
+from kerastl import _keras_private
+from kerastl.backbones.sources import (
+    MODEL_FILE_SUFFIXES,
+    compatible_shapes,
+    feature_map_ranks,
+    nested_models,
+    resolve_backbone,
+)
 from kerastl.freeze.policies import get_policy, set_trainable, validate_bn
-from kerastl.layers.gem_pooling_2d import GeMPooling2D
-from kerastl.layers.pooling import global_pool
+from kerastl.layers.global_pooling_2d import GlobalPooling2D
 
 POOLING_MODES = (None, "avg", "max", "gem", "avgmax")
-_MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 @keras.saving.register_keras_serializable(package="kerastl")
@@ -47,7 +47,8 @@ class FeatureExtractor(keras.layers.Layer):
             trains.
         submodel: with a model or model file, the name of a nested model to use
             as the backbone (e.g. the `"mobilenetv2_1.00_160"` inside a saved
-            classifier).
+            classifier). A model whose output is already a vector (a whole
+            classifier) is refused with the list of its nested models.
         backbone_kwargs: extra constructor arguments for registry backbones
             (e.g. `{"alpha": 0.35}` for the MobileNets).
 
@@ -55,6 +56,17 @@ class FeatureExtractor(keras.layers.Layer):
         inputs: image batch `(batch, height, width, channels)`, already in the
             backbone's input range (see `kerastl.preprocessing`).
         training: Python bool. BatchNorm layers follow `bn` whatever its value.
+
+    Attributes (set once, in `__init__`):
+        backbone: the built functional backbone (cut where asked).
+        spec: its registry entry (`None` for a model or model file).
+        image_shape: `(height, width, channels)` it takes.
+        blocks: `[(block name, [layer names])]`, shallow to deep.
+
+    `freeze` and `bn` change only through `set_freeze` (or
+    `kerastl.set_freeze`, which also recompiles). `get_config` stores the
+    backbone as a registry name or a serialised model (with any `submodel`
+    already applied) and `weights=None`: a saved model carries its weights.
 
     Example:
 
@@ -86,139 +98,43 @@ class FeatureExtractor(keras.layers.Layer):
             raise ValueError(
                 f"`pooling` must be one of {POOLING_MODES}. Received: pooling={pooling!r}"
             )
-        if cut is not None and outputs is not None:
-            raise ValueError(
-                f"Give `cut` or `outputs`, not both. Received: cut={cut!r}, outputs={outputs!r}"
-            )
-        if outputs is not None and (
-            isinstance(outputs, str) or not outputs or not all(isinstance(o, str) for o in outputs)
-        ):
-            raise ValueError(
-                f"`outputs` must be a non-empty list of layer names. Received: outputs={outputs!r}"
-            )
-        if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
-            raise ValueError(
-                f"`backbone_kwargs` must be a dict. Received: backbone_kwargs={backbone_kwargs!r}"
-            )
-        check_weights_arg(weights)
         self.pooling = pooling
         self.cut = cut
-        self.outputs = list(outputs) if outputs is not None else None
+        self.outputs = list(outputs) if isinstance(outputs, (list, tuple)) else outputs
         self.freeze = get_policy(freeze)
         self.bn = validate_bn(bn)
         self.submodel = submodel
-        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.backbone_kwargs = backbone_kwargs
 
         # === Backbone ===
-        self.spec = None
-        with _dtype_policy(self.dtype_policy):
-            source = self._resolve_source(backbone, input_shape, weights)
-        self.image_shape = tuple(source.input_shape[1:])
-        self._input_shape_arg = self.image_shape  # lets Sequential add its Input
-        self.backbone = self._cut(source)
-        self.blocks = self.spec.blocks(self.backbone) if self.spec else split_blocks(self.backbone)
+        resolved = resolve_backbone(
+            backbone,
+            weights=weights,
+            input_shape=input_shape,
+            cut=cut,
+            outputs=self.outputs,
+            submodel=submodel,
+            backbone_kwargs=backbone_kwargs,
+            dtype=self.dtype_policy,
+        )
+        if pooling is not None:
+            _check_feature_maps(resolved.model, pooling)
+        self.backbone = resolved.model
+        self.spec = resolved.spec
+        self.image_shape = resolved.image_shape
+        self.blocks = resolved.blocks
+        self._backbone_config = resolved.config
+        _keras_private.set_build_input_shape(self, self.image_shape)
         self.set_freeze()
 
         # === Pooling ===
         self.poolers = None
-        if pooling == "gem":
+        if pooling is not None:
             keys = self.outputs or ["features"]
-            self.poolers = {key: GeMPooling2D(name=f"gem_{_safe(key)}") for key in keys}
-
-    # --- construction helpers -------------------------------------------------
-
-    def _resolve_source(self, backbone, input_shape, weights):
-        if input_shape is not None:
-            input_shape = _check_input_shape(input_shape)
-        if isinstance(backbone, dict):  # from_config of a model backbone
-            backbone = keras.saving.deserialize_keras_object(backbone)
-        if isinstance(backbone, os.PathLike) or (
-            isinstance(backbone, str) and backbone.lower().endswith(_MODEL_FILE_SUFFIXES)
-        ):
-            backbone = _load_model_file(os.fspath(backbone))
-        if isinstance(backbone, str):
-            if self.submodel is not None:
-                raise ValueError(
-                    f"`submodel` picks a model inside a model or model file, not inside a "
-                    f"registry backbone. Received: submodel={self.submodel!r}"
-                )
-            self.spec = get_backbone(backbone)
-            if input_shape is None:
-                size = self.spec.default_size
-                input_shape = (size, size, 3)
-            self._check_size(input_shape)
-            self.backbone_config = self.spec.name
-            return build_with_weights(self.spec, input_shape, weights, **self.backbone_kwargs)
-        if not isinstance(backbone, keras.Model):
-            raise ValueError(
-                "`backbone` must be a registry name, a keras.Model or the path of a "
-                f".keras/.h5 model file. Received: backbone={backbone!r}"
-            )
-        if self.backbone_kwargs:
-            raise ValueError(
-                "`backbone_kwargs` apply to registry backbones only. "
-                f"Received: backbone_kwargs={self.backbone_kwargs!r}"
-            )
-        model = _pick_submodel(backbone, self.submodel)
-        if len(model.inputs) != 1:
-            raise ValueError(
-                f"The backbone must take one image input; model {model.name!r} takes "
-                f"{len(model.inputs)}. Received: backbone={model.name!r}"
-            )
-        if input_shape is not None and not _compatible(input_shape, model.input_shape[1:]):
-            raise ValueError(
-                f"`input_shape` does not match the input of model {model.name!r} "
-                f"({model.input_shape[1:]}). Received: input_shape={input_shape}"
-            )
-        if weights not in (None, "imagenet"):
-            load_weights_file(model, weights, owner=f"model {model.name!r}")
-        self.backbone_config = keras.saving.serialize_keras_object(model)
-        return model
-
-    def _check_size(self, input_shape):
-        spec = self.spec
-        height, width, channels = input_shape
-        if channels != 3:
-            raise ValueError(
-                f"Backbone {spec.name!r} takes 3-channel (RGB) images; convert grayscale "
-                f"with kerastl.preprocessing. Received: input_shape={input_shape}"
-            )
-        for side in (height, width):
-            if side is not None and side < spec.min_size:
-                raise ValueError(
-                    f"Backbone {spec.name!r} needs inputs of at least "
-                    f"{spec.min_size}x{spec.min_size}; resize smaller images with "
-                    f"kerastl.preprocessing. Received: input_shape={input_shape}"
-                )
-
-    def _feature(self, source, name, arg):
-        """The tensor a layer name or feature key names in `source`."""
-        # keras-hub backbones publish their multi-scale maps as `pyramid_outputs`.
-        pyramid = getattr(source, "pyramid_outputs", None) or {}
-        if name in pyramid:
-            return pyramid[name]
-        resolved = self.spec.feature_layers.get(name, name) if self.spec else name
-        try:
-            return source.get_layer(resolved).output
-        except ValueError:
-            names = [layer.name for layer in source.layers]
-            keys = list(self.spec.feature_layers) if self.spec else list(pyramid)
-            close = difflib.get_close_matches(resolved, names, n=5, cutoff=0.6)
-            hint = f" Close layer names: {close}." if close else ""
-            feature_hint = f" Feature keys: {keys}." if keys else ""
-            raise ValueError(
-                f"Backbone {source.name!r} has no layer named {resolved!r}.{hint}"
-                f"{feature_hint} Received: {arg}={name!r}"
-            ) from None
-
-    def _cut(self, source):
-        if self.cut is not None:
-            output = self._feature(source, self.cut, "cut")
-        elif self.outputs is not None:
-            output = {name: self._feature(source, name, "outputs") for name in self.outputs}
-        else:
-            return source
-        return keras.Model(source.inputs, output, name=source.name)
+            self.poolers = {
+                key: GlobalPooling2D(pooling, name=f"pool_{_safe(key)}", dtype=self.dtype_policy)
+                for key in keys
+            }
 
     # --- layer API ------------------------------------------------------------
 
@@ -226,7 +142,7 @@ class FeatureExtractor(keras.layers.Layer):
         """Applies a new freeze policy and/or BatchNorm mode; returns the layers that train.
 
         The new policy is what `get_config` saves. A compiled model must be
-        recompiled to see the change (`kerastl.freeze.apply` does both).
+        recompiled to see the change (`kerastl.set_freeze` does both).
         """
         if freeze is not None:
             self.freeze = get_policy(freeze)
@@ -245,7 +161,7 @@ class FeatureExtractor(keras.layers.Layer):
                 "FeatureExtractor expects an image batch (batch, height, width, channels). "
                 f"Received: input_shape={tuple(input_shape)}"
             )
-        if not _compatible(tuple(input_shape[1:]), self.image_shape):
+        if not compatible_shapes(tuple(input_shape[1:]), self.image_shape):
             raise ValueError(
                 f"FeatureExtractor {self.name!r} was built for images of shape "
                 f"{self.image_shape}; resize or convert them first "
@@ -266,16 +182,11 @@ class FeatureExtractor(keras.layers.Layer):
             # Nothing upstream of the backbone trains: cut the graph so no
             # backward pass runs through it.
             features = keras.tree.map_structure(ops.stop_gradient, features)
-        if self.pooling is None:
+        if self.poolers is None:
             return features
         if isinstance(features, dict):
-            return {key: self._pool(key, value) for key, value in features.items()}
-        return self._pool("features", features)
-
-    def _pool(self, key, x):
-        if self.pooling == "gem":
-            return self.poolers[key](x)
-        return global_pool(x, self.pooling)
+            return {key: self.poolers[key](value) for key, value in features.items()}
+        return self.poolers["features"](features)
 
     def _map_shapes(self, input_shape):
         input_shape = tuple(input_shape)
@@ -288,22 +199,21 @@ class FeatureExtractor(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         maps = self._map_shapes(input_shape)
-
-        def pooled(shape):
-            if self.pooling is None:
-                return tuple(shape)
-            channels = shape[-1] * 2 if self.pooling == "avgmax" else shape[-1]
-            return (shape[0], channels)
-
+        if self.poolers is None:
+            if isinstance(maps, dict):
+                return {key: tuple(shape) for key, shape in maps.items()}
+            return tuple(maps)
         if isinstance(maps, dict):
-            return {key: pooled(shape) for key, shape in maps.items()}
-        return pooled(maps)
+            return {
+                key: self.poolers[key].compute_output_shape(shape) for key, shape in maps.items()
+            }
+        return self.poolers["features"].compute_output_shape(maps)
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "backbone": self.backbone_config,
+                "backbone": self._backbone_config,
                 # Weights travel with the saved model: never download again.
                 "weights": None,
                 "input_shape": self.image_shape,
@@ -321,69 +231,64 @@ class FeatureExtractor(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        backbone = config.get("backbone")
+        if not isinstance(backbone, (str, dict)) or (
+            isinstance(backbone, str) and backbone.lower().endswith(MODEL_FILE_SUFFIXES)
+        ):
+            # A loaded config never opens other files: a model file's backbone is
+            # stored serialised, a registry one by name.
+            raise ValueError(
+                "A saved FeatureExtractor config must hold a registry name or a serialised "
+                f"model as its backbone, not a file path. Received: backbone={backbone!r}"
+            )
         config["freeze"] = get_policy(config["freeze"])
         return cls(**config)
+
+
+def find_extractor(model_or_layer):
+    """The `FeatureExtractor` that is, or is inside, `model_or_layer`; `None` if none.
+
+    Raises `ValueError` when the model holds more than one.
+    """
+    if isinstance(model_or_layer, FeatureExtractor):
+        return model_or_layer
+    if not isinstance(model_or_layer, keras.layers.Layer):
+        return None
+    found = [
+        layer
+        for layer in _keras_private.flatten_layers(model_or_layer)
+        if isinstance(layer, FeatureExtractor)
+    ]
+    if len(found) > 1:
+        raise ValueError(
+            f"Model {model_or_layer.name!r} holds {len(found)} FeatureExtractors "
+            f"({[f.name for f in found]}); pass the one to change. "
+            f"Received: model_or_layer={model_or_layer.name!r}"
+        )
+    return found[0] if found else None
 
 
 # --- helpers ---------------------------------------------------------------------
 
 
-class _dtype_policy:
-    """Builds the backbone under the layer dtype policy (keras.applications read the global one)."""
-
-    def __init__(self, policy):
-        self.policy = policy
-
-    def __enter__(self):
-        self.previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.policy)
-
-    def __exit__(self, *exc):
-        keras.config.set_dtype_policy(self.previous)
+def _check_feature_maps(model, pooling):
+    ranks = feature_map_ranks(model)
+    flat = {key: rank for key, rank in ranks.items() if rank != 4}
+    if not flat:
+        return
+    nested = nested_models(model)
+    hint = (
+        f" It holds these nested models: {nested}; pick the backbone with `submodel=`."
+        if nested
+        else " Cut it at a feature-map layer with `cut=`, or use pooling=None."
+    )
+    raise ValueError(
+        f"Backbone {model.name!r} outputs a tensor of rank {next(iter(flat.values()))}, "
+        f"not a feature map (batch, height, width, channels): it looks like a whole "
+        f"model with its own top (a classifier), not a backbone.{hint} "
+        f"Received: pooling={pooling!r}"
+    )
 
 
 def _safe(name):
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
-
-
-def _check_input_shape(input_shape):
-    try:
-        shape = tuple(None if d is None else int(d) for d in input_shape)
-    except (TypeError, ValueError):
-        shape = None
-    if shape is None or len(shape) != 3 or any(d is not None and d < 1 for d in shape):
-        raise ValueError(
-            "`input_shape` must be (height, width, channels) with positive sizes. "
-            f"Received: input_shape={input_shape!r}"
-        )
-    return shape
-
-
-def _compatible(shape, expected):
-    return len(shape) == len(expected) and all(
-        a is None or b is None or a == b for a, b in zip(shape, expected, strict=True)
-    )
-
-
-def _load_model_file(path):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No model file at this path. Received: backbone={path!r}")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as e:
-        raise ValueError(
-            f"Could not load a Keras model from the backbone file ({type(e).__name__}: {e}). "
-            f"Received: backbone={path!r}"
-        ) from None
-
-
-def _pick_submodel(model, name):
-    if name is None:
-        return model
-    nested = {layer.name: layer for layer in model.layers if isinstance(layer, keras.Model)}
-    if name not in nested:
-        raise ValueError(
-            f"Model {model.name!r} holds no nested model named {name!r}; nested models: "
-            f"{sorted(nested)}. Received: submodel={name!r}"
-        )
-    return nested[name]

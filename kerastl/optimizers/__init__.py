@@ -1,5 +1,5 @@
-"""Optimizer wrappers: per-layer learning rates."""
+"""Optimizer wrappers: per-layer learning rates (`kerastl.training.PerLayerLR`)."""
 
-from kerastl.optimizers.per_layer_lr import PerLayerLR
+from kerastl.training.per_layer_lr import PerLayerLR
 
 __all__ = ["PerLayerLR"]

@@ -4,9 +4,11 @@ import re
 
 import keras
 
-from kerastl.freeze.apply import apply_policy, clone_optimizer, recompile_model
+from kerastl._keras_private import flatten_layers
 from kerastl.freeze.policies import TrainTopBlocks, get_policy
-from kerastl.optimizers.per_layer_lr import PerLayerLR
+from kerastl.training.per_layer_lr import PerLayerLR
+from kerastl.training.policy import change_freeze
+from kerastl.training.recompile import clone_optimizer, recompile_model
 
 
 @keras.saving.register_keras_serializable(package="kerastl")
@@ -79,7 +81,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
             return
         model = self.model
         before = _trained_layers(model)
-        apply_policy(model, policy)
+        change_freeze(model, policy)
         after = _trained_layers(model)
         if after == before:
             return
@@ -151,6 +153,6 @@ def _trained_layers(model):
     """Names of the innermost layers whose weights train."""
     return {
         layer.name
-        for layer in model._flatten_layers(include_self=False)
-        if layer.trainable_weights and not list(layer._flatten_layers(include_self=False))
+        for layer in flatten_layers(model)
+        if layer.trainable_weights and not flatten_layers(layer)
     }

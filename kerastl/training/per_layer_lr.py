@@ -4,6 +4,10 @@ import re
 import keras
 from keras import ops
 
+from kerastl import _keras_private
+from kerastl.backbones.registry import split_blocks
+from kerastl.layers.feature_extractor import find_extractor
+
 
 @keras.saving.register_keras_serializable(package="kerastl")
 class PerLayerLR(keras.optimizers.Optimizer):
@@ -105,7 +109,7 @@ class PerLayerLR(keras.optimizers.Optimizer):
 
     def multiplier(self, variable):
         """The multiplier of a model variable."""
-        key = self._var_key(variable)
+        key = _keras_private.variable_key(self, variable)
         if key in self._scales:
             return self._scales[key]
         return self.multiplier_for_path(variable.path)
@@ -113,14 +117,14 @@ class PerLayerLR(keras.optimizers.Optimizer):
     # --- optimizer API ----------------------------------------------------------
 
     def build(self, var_list):
-        scales = {self._var_key(v): self.multiplier_for_path(v.path) for v in var_list}
+        scales = {_keras_private.variable_key(self, v): self.multiplier_for_path(v.path) for v in var_list}
         self._scales = scales
-        self.inner_optimizer.build([v for v in var_list if scales[self._var_key(v)] > 0])
+        self.inner_optimizer.build([v for v in var_list if scales[_keras_private.variable_key(self, v)] > 0])
         super().build(var_list)
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        return _keras_private.own_optimizer_variables(self) + self.inner_optimizer.variables
 
     def apply(self, grads, trainable_variables=None):
         if trainable_variables is None:
@@ -129,7 +133,7 @@ class PerLayerLR(keras.optimizers.Optimizer):
                     "Build the optimizer (`optimizer.build(variables)`) before passing "
                     "gradients without variables. Received: trainable_variables=None"
                 )
-            trainable_variables = self._trainable_variables
+            trainable_variables = _keras_private.built_trainable_variables(self)
         else:
             trainable_variables = list(trainable_variables)
             if not self.built:
@@ -138,7 +142,7 @@ class PerLayerLR(keras.optimizers.Optimizer):
                 self.build(trainable_variables)
         pairs = []
         for grad, variable in zip(grads, trainable_variables, strict=True):
-            key = self._var_key(variable)
+            key = _keras_private.variable_key(self, variable)
             if key not in self._scales:
                 raise ValueError(
                     f"Variable {variable.path!r} was not among those this optimizer was "
@@ -169,7 +173,7 @@ class PerLayerLR(keras.optimizers.Optimizer):
     def finalize_variable_values(self, var_list):
         scales = self._scales
         self.inner_optimizer.finalize_variable_values(
-            [v for v in var_list if scales.get(self._var_key(v), 1.0) > 0]
+            [v for v in var_list if scales.get(_keras_private.variable_key(self, v), 1.0) > 0]
         )
 
     # --- config -----------------------------------------------------------------
@@ -197,15 +201,11 @@ class PerLayerLR(keras.optimizers.Optimizer):
 def _install_scaling(inner, owner):
     """Makes `inner` scale its learning rate (and weight decay) per variable.
 
-    Every backend's update path (TF distribution, the fused torch optimizers,
-    JAX's stateless apply) ends in `_backend_update_step(grads, variables,
-    learning_rate)`, the one place where the learning rate is an argument:
-    calling it once per multiplier group scales the step without touching the
-    optimizer's maths.
+    Calling the optimizer's own update step once per multiplier group, with
+    the scaled learning rate, scales the step without touching its maths.
     """
-    update_step = inner._backend_update_step
 
-    def scaled_update_step(grads, variables, learning_rate):
+    def scaled_update_step(update_step, grads, variables, learning_rate):
         for scale, (group_grads, group_vars) in _groups(owner, grads, variables).items():
             rate = learning_rate if scale == 1.0 else ops.multiply(learning_rate, scale)
             update_step(group_grads, group_vars, rate)
@@ -214,21 +214,20 @@ def _install_scaling(inner, owner):
         if inner.weight_decay is None:
             return
         for variable in variables:
-            if inner._use_weight_decay(variable):
-                scale = owner._scales.get(owner._var_key(variable), 1.0)
+            if _keras_private.uses_weight_decay(inner, variable):
+                scale = owner._scales.get(_keras_private.variable_key(owner, variable), 1.0)
                 rate = ops.cast(inner.learning_rate, variable.dtype) * ops.cast(
                     inner.weight_decay * scale, variable.dtype
                 )
                 variable.assign(variable - variable * rate)
 
-    inner._backend_update_step = scaled_update_step
-    inner._apply_weight_decay = scaled_weight_decay
+    _keras_private.scale_update_step(inner, scaled_update_step, scaled_weight_decay)
 
 
 def _groups(owner, grads, variables):
     groups = {}
     for grad, variable in zip(grads, variables, strict=True):
-        scale = owner._scales.get(owner._var_key(variable), 1.0)
+        scale = owner._scales.get(_keras_private.variable_key(owner, variable), 1.0)
         group = groups.setdefault(scale, ([], []))
         group[0].append(grad)
         group[1].append(variable)
@@ -266,9 +265,6 @@ def _check_multipliers(multipliers):
 
 
 def _resolve_blocks(blocks):
-    from kerastl.backbones.registry import split_blocks
-    from kerastl.freeze.apply import find_extractor
-
     if isinstance(blocks, keras.layers.Layer):
         extractor = find_extractor(blocks)
         if extractor is not None:

@@ -3,7 +3,9 @@
 import keras
 import numpy as np
 
+from kerastl._keras_private import flatten_layers
 from kerastl.freeze.policies import is_batchnorm
+from kerastl.layers.feature_extractor import FeatureExtractor
 
 _COLUMNS = (
     ("name", "Layer", "<"),
@@ -40,12 +42,23 @@ def explain(model_or_layer, optimizer=None, print_fn=print):
 
     ```python
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="dense")])
-    rows = kerastl.freeze.explain(model, print_fn=None)
+    rows = kerastl.explain(model, print_fn=None)
     print(rows[0]["name"], rows[0]["params"])  # dense 36
     ```
     """
+    if not isinstance(model_or_layer, keras.layers.Layer):
+        raise TypeError(
+            f"`model_or_layer` must be a Keras model or layer. "
+            f"Received: model_or_layer={model_or_layer!r}"
+        )
+    if print_fn is not None and not callable(print_fn):
+        raise TypeError(f"`print_fn` must be callable or None. Received: print_fn={print_fn!r}")
     if optimizer is None:
         optimizer = getattr(model_or_layer, "optimizer", None)
+    elif not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(
+            f"`optimizer` must be a Keras optimizer or None. Received: optimizer={optimizer!r}"
+        )
     rows = []
     seen = set()
     for path, layer, bn_mode in _walk(model_or_layer, [], None, seen, root=True):
@@ -98,8 +111,6 @@ def format_table(rows, title=""):
 
 def _walk(layer, path, bn_mode, seen, root=False):
     """Yields `(path, layer, extractor bn mode)` for leaves and weight-owning containers."""
-    from kerastl.layers.feature_extractor import FeatureExtractor
-
     if id(layer) in seen:
         return
     seen.add(id(layer))
@@ -107,7 +118,7 @@ def _walk(layer, path, bn_mode, seen, root=False):
         bn_mode = layer.bn
     children = [
         child
-        for child in layer._flatten_layers(include_self=False, recursive=False)
+        for child in flatten_layers(layer, include_self=False, recursive=False)
         if not isinstance(child, keras.layers.InputLayer)
     ]
     if not children or _own_weights(layer):
@@ -121,7 +132,7 @@ def _walk(layer, path, bn_mode, seen, root=False):
 
 def _own_weights(layer):
     """Weights created by `layer` itself, not by its sublayers."""
-    children = layer._flatten_layers(include_self=False, recursive=True)
+    children = flatten_layers(layer, include_self=False, recursive=True)
     inner = {id(w) for child in children for w in child.weights}
     return [w for w in layer.weights if id(w) not in inner]
 

@@ -1,0 +1,109 @@
+"""Every use of Keras's private API, in one place to audit.
+
+Keras 3 offers no public way to do these few things. Each function names the
+private attribute it relies on; `tests/test_keras_private.py` checks every one
+against the installed Keras, so an upgrade that changes one fails there, loudly,
+instead of deep inside a training run.
+"""
+
+import os
+
+from keras.src.utils.tracking import DotNotTrackScope
+
+try:
+    from keras.src.backend.config import keras_home as _keras_home
+except ImportError:  # moved: fall back to the documented default
+    _keras_home = None
+
+
+def flatten_layers(layer, include_self=False, recursive=True):
+    """The sublayers of `layer` (`Layer._flatten_layers`): every depth by default.
+
+    `Model.layers` is public but lists only the top level of a functional
+    model, and plain layers (a `TaskHead`, a `FeatureExtractor`) have no public
+    list of the layers they hold.
+    """
+    return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
+
+
+def set_build_input_shape(layer, shape):
+    """Lets `keras.Sequential` add an `Input` before `layer` (`Layer._input_shape_arg`).
+
+    A built-in layer gets this from its `input_shape=` keyword; a layer that
+    knows its input shape from its own arguments (a `FeatureExtractor`) sets it.
+    """
+    layer._input_shape_arg = tuple(shape)
+
+
+def keras_home():
+    """The directory Keras resolved for its cache (`keras.src.backend.config.keras_home`)."""
+    if _keras_home is None:
+        return os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras"))
+    return _keras_home()
+
+
+def compile_arguments(model):
+    """The arguments `model.compile` was last called with (`Model._compile_config`)."""
+    return dict(model._compile_config.config)
+
+
+def variable_key(optimizer, variable):
+    """The key an optimizer files a variable's state under (`Optimizer._var_key`)."""
+    return optimizer._var_key(variable)
+
+
+def scale_update_step(optimizer, scaled_step, scaled_weight_decay):
+    """Replaces the two places an optimizer uses its learning rate.
+
+    Every backend's update path (TF distribution, fused torch optimizers, JAX's
+    stateless apply) ends in `Optimizer._backend_update_step(grads, variables,
+    learning_rate)`; decoupled weight decay goes through
+    `Optimizer._apply_weight_decay(variables)`. `scaled_step(original, grads,
+    variables, learning_rate)` and `scaled_weight_decay(variables)` take their places.
+    """
+    original = optimizer._backend_update_step
+
+    def update_step(grads, variables, learning_rate):
+        return scaled_step(original, grads, variables, learning_rate)
+
+    optimizer._backend_update_step = update_step
+    optimizer._apply_weight_decay = scaled_weight_decay
+
+
+def uses_weight_decay(optimizer, variable):
+    """Whether decoupled weight decay applies to `variable` (`Optimizer._use_weight_decay`)."""
+    return optimizer._use_weight_decay(variable)
+
+
+def own_optimizer_variables(optimizer):
+    """The variables an optimizer created itself, not its slots (`Optimizer._variables`)."""
+    return list(optimizer._variables)
+
+
+def built_trainable_variables(optimizer):
+    """The variables a built optimizer was built for (`Optimizer._trainable_variables`)."""
+    return list(optimizer._trainable_variables)
+
+
+def built_compile_objects(model):
+    """The loss, metrics and loss tracker `fit` built, or None when not all are built.
+
+    (`Trainer._compile_loss`, `_compile_metrics`, `_loss_tracker`.)
+    """
+    loss, metrics, tracker = model._compile_loss, model._compile_metrics, model._loss_tracker
+    if loss is None or not loss.built or (metrics is not None and not metrics.built):
+        return None
+    return loss, metrics, tracker
+
+
+def restore_compile_objects(model, objects):
+    """Puts back what `built_compile_objects` returned, as `compile` would set them.
+
+    `Trainer.compile` assigns these with attribute tracking off
+    (`keras.src.utils.tracking.DotNotTrackScope`). Assigned with tracking on,
+    they would also join the model's own metric list, and after any later
+    `compile` these stale copies, reset and never updated, would overwrite the
+    live loss and metrics in every log: `fit` and `evaluate` reporting 0.0.
+    """
+    with DotNotTrackScope():
+        model._compile_loss, model._compile_metrics, model._loss_tracker = objects

@@ -1,0 +1,313 @@
+"""Backbone sources: whatever a user names as a backbone, resolved to one built, cut model.
+
+`resolve_backbone` is the one place that turns a registry name, a
+`keras.Model` (a keras-hub backbone included), a model file (and a model nested
+in it) into a functional model with its weights, cut where asked, with its
+blocks. A `FeatureExtractor` wraps the result in a layer; a feature cache or a
+command line can call it without building a layer.
+"""
+
+import contextlib
+import dataclasses
+import difflib
+import os
+
+import keras
+
+from kerastl.backbones.registry import BackboneSpec, get_backbone, split_blocks
+from kerastl.backbones.weights import build_with_weights, check_weights_arg, load_weights_file
+
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedBackbone:
+    """A backbone ready to use.
+
+    Attributes:
+        model: the functional model, cut (`cut=`) or with a dict of outputs
+            (`outputs=`) where asked.
+        spec: the registry entry, or `None` for a model or model file.
+        image_shape: `(height, width, channels)` of its input.
+        blocks: `[(block name, [layer names])]`, shallow to deep.
+        config: what rebuilds it without a file: the registry name, or the
+            serialised model (weights travel separately, with the saved layer).
+    """
+
+    model: keras.Model
+    spec: BackboneSpec | None
+    image_shape: tuple
+    blocks: list
+    config: str | dict
+
+
+def resolve_backbone(
+    backbone,
+    weights="imagenet",
+    input_shape=None,
+    cut=None,
+    outputs=None,
+    submodel=None,
+    backbone_kwargs=None,
+    dtype=None,
+):
+    """Resolves a backbone argument into a `ResolvedBackbone`.
+
+    Args:
+        backbone: a registry name, a functional `keras.Model`, the path of a
+            `.keras` / `.h5` full-model file, or a serialised model (a dict, as
+            a saved `FeatureExtractor` config holds it).
+        weights: `"imagenet"`, `None` or the path of a weights file.
+        input_shape: `(height, width, channels)`; defaults to the registry
+            size or the model's own input shape.
+        cut: a layer name or feature key whose output becomes the output.
+        outputs: a list of layer names or feature keys: a dict of outputs.
+        submodel: the name of a model nested in a model or model file.
+        backbone_kwargs: extra constructor arguments for registry backbones.
+        dtype: a dtype policy (or its name) to build a registry backbone with:
+            `keras.applications` constructors read the global policy only.
+
+    Example:
+
+    ```python
+    resolved = kerastl.backbones.resolve_backbone(
+        "mobilenet_v2", weights=None, input_shape=(96, 96, 3), cut="S16",
+        backbone_kwargs={"alpha": 0.35},
+    )
+    print(resolved.model.output.shape, len(resolved.blocks))  # (None, 6, 6, 384) 18
+    ```
+    """
+    _check_cut_and_outputs(cut, outputs)
+    if submodel is not None and not isinstance(submodel, str):
+        raise TypeError(
+            f"`submodel` must be the name of a nested model. Received: submodel={submodel!r}"
+        )
+    if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
+        raise TypeError(
+            f"`backbone_kwargs` must be a dict. Received: backbone_kwargs={backbone_kwargs!r}"
+        )
+    backbone_kwargs = dict(backbone_kwargs or {})
+    weights = check_weights_arg(weights)
+    if input_shape is not None:
+        input_shape = _check_input_shape(input_shape)
+
+    spec = None
+    if isinstance(backbone, dict):
+        backbone = keras.saving.deserialize_keras_object(backbone)
+    elif isinstance(backbone, os.PathLike) or (
+        isinstance(backbone, str) and backbone.lower().endswith(MODEL_FILE_SUFFIXES)
+    ):
+        backbone = _load_model_file(os.fspath(backbone))
+    if isinstance(backbone, str):
+        if submodel is not None:
+            raise ValueError(
+                "`submodel` picks a model inside a model or model file, not inside a "
+                f"registry backbone. Received: submodel={submodel!r}"
+            )
+        spec = get_backbone(backbone)
+        if input_shape is None:
+            input_shape = (spec.default_size, spec.default_size, 3)
+        _check_size(spec, input_shape)
+        with _global_dtype_policy(dtype):
+            source = build_with_weights(spec, input_shape, weights, **backbone_kwargs)
+        config = spec.name
+    elif isinstance(backbone, keras.Model):
+        if backbone_kwargs:
+            raise ValueError(
+                "`backbone_kwargs` apply to registry backbones only. "
+                f"Received: backbone_kwargs={backbone_kwargs!r}"
+            )
+        source = _pick_submodel(backbone, submodel)
+        _check_model(source, input_shape)
+        if weights not in (None, "imagenet"):
+            load_weights_file(source, weights, owner=f"model {source.name!r}")
+        config = keras.saving.serialize_keras_object(source)
+    else:
+        raise TypeError(
+            "`backbone` must be a registry name, a keras.Model or the path of a "
+            f".keras/.h5 model file. Received: backbone={backbone!r}"
+        )
+    model = _cut(source, spec, cut, outputs)
+    blocks = spec.blocks(model) if spec else split_blocks(model)
+    return ResolvedBackbone(
+        model=model,
+        spec=spec,
+        image_shape=tuple(source.input_shape[1:]),
+        blocks=blocks,
+        config=config,
+    )
+
+
+def feature_map_ranks(model):
+    """`{output name: rank}` of a model's outputs (one entry, `None`, for a single output)."""
+    output = model.output
+    if isinstance(output, dict):
+        return {key: len(value.shape) for key, value in output.items()}
+    if isinstance(output, (list, tuple)):
+        return {i: len(value.shape) for i, value in enumerate(output)}
+    return {None: len(output.shape)}
+
+
+def nested_models(model):
+    """Names of the models nested at the top level of `model` (what `submodel=` picks)."""
+    return [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+
+
+# --- checks and helpers ----------------------------------------------------------------
+
+
+def _check_cut_and_outputs(cut, outputs):
+    if cut is not None and not isinstance(cut, str):
+        raise TypeError(
+            f"`cut` must be a layer name or feature key (a string). Received: cut={cut!r}"
+        )
+    if cut is not None and outputs is not None:
+        raise ValueError(
+            f"Give `cut` or `outputs`, not both. Received: cut={cut!r}, outputs={outputs!r}"
+        )
+    if outputs is not None and (
+        isinstance(outputs, str)
+        or not isinstance(outputs, (list, tuple))
+        or not outputs
+        or not all(isinstance(o, str) for o in outputs)
+        or len(set(outputs)) != len(outputs)
+    ):
+        raise TypeError(
+            "`outputs` must be a non-empty list of distinct layer names or feature keys. "
+            f"Received: outputs={outputs!r}"
+        )
+
+
+def _check_input_shape(input_shape):
+    try:
+        shape = tuple(
+            None if d is None else _positive_int(d) for d in input_shape
+        )
+    except (TypeError, ValueError):
+        shape = None
+    if shape is None or len(shape) != 3:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) with positive sizes. "
+            f"Received: input_shape={input_shape!r}"
+        )
+    return shape
+
+
+def _positive_int(value):
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(value)
+    return int(value)
+
+
+def compatible_shapes(shape, expected):
+    """Whether two shapes agree wherever both are known."""
+    return len(shape) == len(expected) and all(
+        a is None or b is None or a == b for a, b in zip(shape, expected, strict=True)
+    )
+
+
+def _check_size(spec, input_shape):
+    height, width, channels = input_shape
+    if channels != 3:
+        raise ValueError(
+            f"Backbone {spec.name!r} takes 3-channel (RGB) images; convert grayscale "
+            f"with kerastl.preprocessing. Received: input_shape={input_shape}"
+        )
+    for side in (height, width):
+        if side is not None and side < spec.min_size:
+            raise ValueError(
+                f"Backbone {spec.name!r} needs inputs of at least "
+                f"{spec.min_size}x{spec.min_size}; resize smaller images with "
+                f"kerastl.preprocessing. Received: input_shape={input_shape}"
+            )
+
+
+def _check_model(model, input_shape):
+    if len(model.inputs) != 1:
+        raise ValueError(
+            f"The backbone must take one image input; model {model.name!r} takes "
+            f"{len(model.inputs)}. Received: backbone={model.name!r}"
+        )
+    if len(model.input_shape) != 4:
+        raise ValueError(
+            f"The backbone must take images (batch, height, width, channels); model "
+            f"{model.name!r} takes {model.input_shape}. Received: backbone={model.name!r}"
+        )
+    if input_shape is not None and not compatible_shapes(input_shape, model.input_shape[1:]):
+        raise ValueError(
+            f"`input_shape` does not match the input of model {model.name!r} "
+            f"({model.input_shape[1:]}). Received: input_shape={input_shape}"
+        )
+
+
+@contextlib.contextmanager
+def _global_dtype_policy(policy):
+    """Builds under `policy`: `keras.applications` read the global dtype policy only."""
+    if policy is None:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _load_model_file(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No model file at this path. Received: backbone={path!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"`backbone` names a directory, not a model file. Received: backbone={path!r}"
+        )
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:
+        raise ValueError(
+            f"Could not load a Keras model from the backbone file ({type(e).__name__}: "
+            f"{str(e).strip()[:300]}). Received: backbone={path!r}"
+        ) from None
+
+
+def _pick_submodel(model, name):
+    if name is None:
+        return model
+    nested = {layer.name: layer for layer in model.layers if isinstance(layer, keras.Model)}
+    if name not in nested:
+        raise ValueError(
+            f"Model {model.name!r} holds no nested model named {name!r}; nested models: "
+            f"{sorted(nested)}. Received: submodel={name!r}"
+        )
+    return nested[name]
+
+
+def _feature(source, spec, name, arg):
+    """The tensor a layer name or feature key names in `source`."""
+    # keras-hub backbones publish their multi-scale maps as `pyramid_outputs`.
+    pyramid = getattr(source, "pyramid_outputs", None) or {}
+    if name in pyramid:
+        return pyramid[name]
+    resolved = spec.feature_layers.get(name, name) if spec else name
+    try:
+        return source.get_layer(resolved).output
+    except ValueError:
+        names = [layer.name for layer in source.layers]
+        keys = list(spec.feature_layers) if spec else list(pyramid)
+        close = difflib.get_close_matches(resolved, names, n=5, cutoff=0.6)
+        hint = f" Close layer names: {close}." if close else ""
+        feature_hint = f" Feature keys: {keys}." if keys else ""
+        raise ValueError(
+            f"Backbone {source.name!r} has no layer named {resolved!r}.{hint}"
+            f"{feature_hint} Received: {arg}={name!r}"
+        ) from None
+
+
+def _cut(source, spec, cut, outputs):
+    if cut is not None:
+        output = _feature(source, spec, cut, "cut")
+    elif outputs is not None:
+        output = {name: _feature(source, spec, name, "outputs") for name in outputs}
+    else:
+        return source
+    return keras.Model(source.inputs, output, name=source.name)

@@ -1,0 +1,123 @@
+"""Reported figures are true after every sequence of set_freeze / compile / fit / evaluate.
+
+Regression: `kerastl.freeze.apply` (now `kerastl.set_freeze`) followed by the
+user's own `compile` made every later `fit` and `evaluate` report loss 0.0 and
+accuracy 0.0 while the model trained: the recompile had put Keras's built
+trackers back with attribute tracking on, so stale copies joined the model's
+metric list and overwrote the live figures in every log.
+"""
+
+import keras
+import numpy as np
+import pytest
+from support import mobilenet_extractor
+
+import kerastl
+from kerastl.freeze import TrainTopBlocks
+
+
+def _model(mobilenet_weights, lr=0.0):
+    extractor = mobilenet_extractor(mobilenet_weights)
+    model = kerastl.build_model(extractor, kerastl.heads.multiclass(3))
+    model.compile(
+        optimizer=keras.optimizers.SGD(lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _truth(model, x, y):
+    """(loss, accuracy) computed from `predict`."""
+    p = model.predict(x, verbose=0).astype("float64")
+    loss = float(np.mean(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1.0))))
+    return loss, float(np.mean(p.argmax(-1) == y))
+
+
+def _user_compile(model, lr=0.0):
+    optimizer = kerastl.PerLayerLR(keras.optimizers.SGD(lr), multipliers={"block_16_.*": 0.1})
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+SEQUENCES = {
+    # The reported defect: set_freeze, then the user's own compile.
+    "set_freeze-compile": lambda m, x, y: (
+        kerastl.set_freeze(m, TrainTopBlocks(2), bn="affine"),
+        _user_compile(m),
+    ),
+    "fit-set_freeze-compile": lambda m, x, y: (
+        m.fit(x, y, epochs=1, verbose=0),
+        kerastl.set_freeze(m, TrainTopBlocks(2), bn="affine"),
+        _user_compile(m),
+    ),
+    "fit-set_freeze": lambda m, x, y: (
+        m.fit(x, y, epochs=1, verbose=0),
+        kerastl.set_freeze(m, TrainTopBlocks(1)),
+    ),
+    "set_freeze-twice-fit-compile": lambda m, x, y: (
+        kerastl.set_freeze(m, TrainTopBlocks(1)),
+        m.fit(x, y, epochs=1, verbose=0),
+        kerastl.set_freeze(m, TrainTopBlocks(3), bn="affine"),
+        _user_compile(m),
+        m.evaluate(x, y, verbose=0),
+        kerastl.set_freeze(m, "all"),
+    ),
+    "gradual_unfreezing-then-compile": lambda m, x, y: (
+        m.fit(x, y, epochs=2, verbose=0, callbacks=[kerastl.GradualUnfreezing(every=1, verbose=0)]),
+        _user_compile(m),
+    ),
+}
+
+
+@pytest.mark.parametrize("steps", list(SEQUENCES), ids=list(SEQUENCES))
+def test_fit_and_evaluate_report_what_predict_computes(steps, mobilenet_weights, photos):
+    x, y = photos[:12], np.arange(12) % 3
+    model = _model(mobilenet_weights)
+    SEQUENCES[steps](model, x, y)
+    loss, accuracy = _truth(model, x, y)
+    assert loss > 0.1  # a 3-class model at chance: a log loss near log(3)
+
+    results = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(results) == {"loss", "accuracy"}
+    assert results["loss"] == pytest.approx(loss, rel=1e-4)
+    assert results["accuracy"] == pytest.approx(accuracy)
+
+    # Learning rate 0 everywhere: the weights stay, so what fit reports for its
+    # one epoch is what predict computes (BatchNorm frozen, no dropout).
+    history = model.fit(x, y, epochs=1, batch_size=12, verbose=0).history
+    assert set(history) == {"loss", "accuracy"}
+    assert history["loss"][0] == pytest.approx(loss, rel=1e-4)
+    assert history["accuracy"][0] == pytest.approx(accuracy)
+
+
+def test_metric_list_does_not_grow_with_recompiles(mobilenet_weights, photos):
+    x, y = photos[:6], np.arange(6) % 3
+    model = _model(mobilenet_weights)
+    model.fit(x, y, epochs=1, verbose=0)
+    count = len(model.metrics)
+    for n in (1, 2, 3):
+        kerastl.set_freeze(model, TrainTopBlocks(n))
+        model.fit(x, y, epochs=1, verbose=0)
+    _user_compile(model)
+    model.fit(x, y, epochs=1, verbose=0)
+    assert len(model.metrics) == count
+    assert [m.name for m in model.metrics] == ["loss", "compile_metrics"]
+
+
+def test_training_after_set_freeze_and_compile_changes_the_unfrozen_layers(
+    mobilenet_weights, photos
+):
+    x, y = photos[:12], np.arange(12) % 3
+    model = _model(mobilenet_weights, lr=0.05)
+    kerastl.set_freeze(model, TrainTopBlocks(1), bn="affine")
+    _user_compile(model, lr=0.05)
+    before = {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights}
+    history = model.fit(x, y, epochs=3, verbose=0).history
+    changed = {
+        p
+        for p, v in ((v.path, keras.ops.convert_to_numpy(v)) for v in model.weights)
+        if not np.array_equal(v, before[p])
+    }
+    assert any("block_16_project" in p for p in changed)
+    assert not any("block_15" in p for p in changed)
+    assert all(value > 0 for value in history["loss"])
