@@ -223,6 +223,12 @@ def test_backbone_from_model_and_from_model_file_with_submodel(mobilenet_weights
     for suffix in ("keras", "h5"):
         path = str(tmp_path / f"classifier.{suffix}")
         classifier.save(path)
+        # The whole classifier outputs a vector: say so when the layer is made,
+        # naming the nested model to pick (not a backend error at call time).
+        with pytest.raises(ValueError, match=rf"not a feature map.*\['{base.name}'\].*submodel="):
+            kerastl.FeatureExtractor(path, pooling="avg")
+        with pytest.raises(ValueError, match=r"not a feature map"):
+            kerastl.FeatureExtractor(classifier, pooling="gem")
         layer = kerastl.FeatureExtractor(path, submodel=base.name, pooling="avg")
         reference = extractor(mobilenet_weights, pooling="avg")
         np.testing.assert_allclose(
@@ -234,6 +240,16 @@ def test_backbone_from_model_and_from_model_file_with_submodel(mobilenet_weights
     assert from_model.compute_output_shape((1, 96, 96, 3)) == (1, 12, 12, 96)
     clone = kerastl.FeatureExtractor.from_config(from_model.get_config())
     assert clone.compute_output_shape((1, 96, 96, 3)) == (1, 12, 12, 96)
+
+
+def test_a_saved_config_never_names_a_file(tmp_path):
+    """A loaded config opens no other file: a path as its backbone is refused."""
+    layer = extractor(None, pooling="avg")
+    config = layer.get_config()
+    assert config["backbone"] == "mobilenet_v2"
+    for path in (str(tmp_path / "other.keras"), str(tmp_path / "other.h5")):
+        with pytest.raises(ValueError, match=r"not a file path. Received: backbone="):
+            kerastl.FeatureExtractor.from_config({**config, "backbone": path})
 
 
 def test_dtype_policy_is_respected():

@@ -74,7 +74,7 @@ def resolve_backbone(
         "mobilenet_v2", weights=None, input_shape=(96, 96, 3), cut="S16",
         backbone_kwargs={"alpha": 0.35},
     )
-    print(resolved.model.output.shape, len(resolved.blocks))  # (None, 6, 6, 384) 18
+    print(tuple(resolved.model.output.shape), len(resolved.blocks))  # (None, 6, 6, 192) 15
     ```
     """
     _check_cut_and_outputs(cut, outputs)
