@@ -1,19 +1,31 @@
 """The `.keras` zip: checking it, rewriting it, making its compile state backend-neutral."""
 
+import contextlib
 import copy
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 import zipfile
 
 import keras
 
+try:
+    import fcntl
+except ImportError:  # Windows: staging directories are not cleaned up
+    fcntl = None
+
 CONFIG = "config.json"
 KERAS_METADATA = "metadata.json"
 KERASTL_METADATA = "kerastl.json"
 _COPY_CHUNK = 1 << 20
+# Staging directories: a short fixed name (the target's may already be 255
+# characters) and the lock file that marks one as kerastl's.
+STAGING_PREFIX = ".kerastl-staging-"
+STAGING_LOCK = "kerastl-staging.lock"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def open_keras_zip(path, arg="path"):
@@ -151,11 +163,91 @@ def replace_atomically(tmp, path):
         os.close(fd)
 
 
+@contextlib.contextmanager
 def staging_dir(path):
-    """A hidden work directory beside `path` (same filesystem: the final rename is atomic).
+    """A locked, hidden work directory beside `path`, removed on exit.
 
-    A killed save leaves only this directory behind, never a file that could be
-    mistaken for the model.
+    Beside `path` so that the final `os.replace` stays on one filesystem (atomic);
+    named `.kerastl-staging-XXXXXXXX` whatever `path` is called, so a target
+    name of up to 255 characters still leaves room for it. A killed save leaves
+    only this directory behind, never a file that could be mistaken for the
+    model; the next save, load or export in the folder removes it (see
+    `remove_stale_staging`).
     """
     directory = os.path.dirname(os.path.abspath(path))
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.kerastl-tmp-", dir=directory)
+    remove_stale_staging(directory)
+    work = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=directory)
+    lock = None
+    try:
+        lock = _lock(work)
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)  # released only once the directory is gone
+
+
+def _lock(work):
+    """Holds an exclusive `flock` on `work`'s lock file for as long as the save runs.
+
+    The file is locked under another name and renamed into place, so a cleaner
+    never finds the lock file unlocked while its save is alive.
+    """
+    if fcntl is None:
+        return None
+    pending = os.path.join(work, STAGING_LOCK + ".new")
+    fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.replace(pending, os.path.join(work, STAGING_LOCK))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_stale_staging(directory):
+    """Removes the staging directories that killed saves left in `directory`.
+
+    Only kerastl's own (the `STAGING_PREFIX` name, a real directory, holding the
+    lock file) and only dead ones (their lock can be taken without waiting: the
+    OS releases a killed process's locks). Without `fcntl` (Windows) a live
+    save cannot be told from a dead one, so nothing is removed. Never raises:
+    a folder we may not clean is left as it is.
+    """
+    if fcntl is None:
+        return
+    try:
+        with os.scandir(directory) as entries:
+            stages = [
+                e.path
+                for e in entries
+                if e.name.startswith(STAGING_PREFIX) and e.is_dir(follow_symlinks=False)
+            ]
+    except OSError:
+        return
+    for work in stages:
+        _remove_if_dead(work)
+
+
+def _remove_if_dead(work):
+    lock_path = os.path.join(work, STAGING_LOCK)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | _NOFOLLOW)
+    except OSError:  # no lock file: not kerastl's, or not locked yet
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a save is running
+            return
+        try:  # still the same lock file (not a new save that reused the name)?
+            same = os.path.samestat(os.fstat(fd), os.lstat(lock_path))
+        except OSError:
+            return
+        if same:
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        os.close(fd)

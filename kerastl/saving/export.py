@@ -2,10 +2,10 @@
 
 import importlib.util
 import os
-import shutil
-import tempfile
 
 import keras
+
+from kerastl.saving import archive
 
 FORMATS = ("tf_saved_model", "onnx", "torch", "litert", "openvino")
 
@@ -63,19 +63,13 @@ def export(model, path, format="tf_saved_model", **kwargs):
         raise TypeError(f"`model` must be a keras.Model. Received: model={model!r}")
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {FORMATS}. Received: format={format!r}")
+    path = _check_path(path, format)
     backend = keras.config.backend()
     check_available(format, backend)
-    path = os.fspath(path)
-    if format == "torch" and not path.endswith(".pt2"):
-        raise ValueError(f"A torch export is a `.pt2` file. Received: path={path!r}")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"The directory to export into does not exist: {directory}. Received: path={path!r}"
-        )
-    work = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.kerastl-tmp-", dir=directory)
-    try:
-        staged = os.path.join(work, os.path.basename(path))
+    with archive.staging_dir(path) as work:
+        # In a folder of its own: `path` may have any name, the lock file's included.
+        staged = os.path.join(work, "artifact", os.path.basename(path))
+        os.mkdir(os.path.dirname(staged))
         try:
             model.export(staged, format=format, verbose=False, **kwargs)
         except ImportError as e:  # a dependency of a dependency
@@ -84,8 +78,25 @@ def export(model, path, format="tf_saved_model", **kwargs):
                 f"package ({e}). Received: format={format!r}"
             ) from e
         _move_into_place(staged, path, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return path
+
+
+def _check_path(path, format):
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise TypeError(
+            f"`path` must be a file or directory path (str or PathLike). Received: path={path!r}"
+        )
+    if not path:
+        raise ValueError(f"`path` is empty. Received: path={path!r}")
+    if format == "torch" and not path.endswith(".pt2"):
+        raise ValueError(f"A torch export is a `.pt2` file. Received: path={path!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"The directory to export into does not exist: {directory}. Received: path={path!r}"
+        )
     return path
 
 

@@ -1,11 +1,11 @@
 """`load_model` and `read_metadata`: any `.keras` or legacy `.h5` file, on any backend."""
 
-import importlib
 import json
 import os
 import shutil
 import tempfile
 
+import h5py
 import keras
 
 from kerastl.saving import archive
@@ -34,19 +34,30 @@ def load_model(path, compile=True, safe_mode=True, custom_objects=None):
             bytecode). Pass `False` only for files you trust.
         custom_objects: passed to `keras.saving.load_model`.
     """
-    path = _check_exists(path)
-    if _is_legacy_h5(path):
-        meta = _legacy_metadata(path)
-        model = _keras_load(
-            path, path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects
+    _check_bool(compile, "compile")
+    _check_bool(safe_mode, "safe_mode")
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(
+            "`custom_objects` must be a dict mapping names to classes or functions. "
+            f"Received: custom_objects={custom_objects!r}"
         )
+    return _load_model(path, compile, safe_mode, custom_objects)
+
+
+def _load_model(path, compile, safe_mode, custom_objects, arg="path"):
+    """`load_model` whose errors name the caller's argument `arg`."""
+    path = _check_exists(path, arg)
+    archive.remove_stale_staging(os.path.dirname(os.path.abspath(path)))
+    if _is_legacy_h5(path, arg):
+        meta = _legacy_metadata(path, arg)
+        model = _keras_load(path, path, False, safe_mode, custom_objects, arg)
     else:
-        with archive.open_keras_zip(path) as zf:
-            archive.check_integrity(zf, path)
+        with archive.open_keras_zip(path, arg) as zf:
+            archive.check_integrity(zf, path, arg)
             config = json.loads(zf.read(archive.CONFIG))
             stored = archive.read_json_member(zf, archive.KERASTL_METADATA)
             keras_meta = archive.read_json_member(zf, archive.KERAS_METADATA) or {}
-        model = _load_neutral(path, config, compile, safe_mode, custom_objects)
+        model = _load_neutral(path, config, compile, safe_mode, custom_objects, arg)
         meta = _full_metadata(stored, keras_meta)
     if meta["task"] is None:  # saved without kerastl: read what the model shows
         inferred = describe_model(model, class_names=meta["class_names"])
@@ -81,6 +92,7 @@ def read_metadata(path):
         meta.update(format=None, saved_at=None)  # never saved
         return meta
     path = _check_exists(path)
+    archive.remove_stale_staging(os.path.dirname(os.path.abspath(path)))
     if _is_legacy_h5(path):
         return _legacy_metadata(path)
     with archive.open_keras_zip(path) as zf:
@@ -104,47 +116,43 @@ def _check_exists(path, arg="path"):
     return path
 
 
-def _is_legacy_h5(path):
+def _check_bool(value, arg):
+    # Not truthiness: `compile="no"` must not mean True.
+    if not isinstance(value, bool):
+        raise TypeError(f"`{arg}` must be True or False. Received: {arg}={value!r}")
+
+
+def _is_legacy_h5(path, arg="path"):
     with open(path, "rb") as f:
         signature = f.read(8)
     is_hdf5 = signature == b"\x89HDF\r\n\x1a\n"
     if path.lower().endswith(_H5_SUFFIXES) and not is_hdf5:
         raise ValueError(
             f"The file has an HDF5 suffix but is not an HDF5 file (truncated, corrupted or "
-            f"mislabelled). Received: path={path!r}"
+            f"mislabelled). Received: {arg}={path!r}"
         )
     return is_hdf5
 
 
-def _load_neutral(path, config, compile, safe_mode, custom_objects):
+def _load_neutral(path, config, compile, safe_mode, custom_objects, arg):
     compile_config = config.get("compile_config")
     neutral = archive.neutral_compile_config(compile_config)
     if not compile or neutral == compile_config:
-        return _keras_load(path, path, compile, safe_mode, custom_objects)
+        return _keras_load(path, path, compile, safe_mode, custom_objects, arg)
     # Saved by plain Keras with backend-private compile state: load a neutral copy.
     config["compile_config"] = neutral
     work = tempfile.mkdtemp(prefix="kerastl-load-")
     try:
         patched = os.path.join(work, "model.keras")
         archive.rewrite(path, patched, config=config)
-        return _keras_load(patched, path, compile, safe_mode, custom_objects)
+        return _keras_load(patched, path, compile, safe_mode, custom_objects, arg)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _register_kerastl_classes():
-    # Deserialisation finds kerastl classes by their registered names, which exist
-    # only once their modules are imported.
-    for module in ("layers", "freeze", "heads", "preprocessing", "optimizers", "callbacks"):
-        try:
-            importlib.import_module(f"kerastl.{module}")
-        except ModuleNotFoundError as e:
-            if e.name != f"kerastl.{module}":  # a real import error inside it
-                raise
-
-
-def _keras_load(source, path, compile, safe_mode, custom_objects):
-    _register_kerastl_classes()
+def _keras_load(source, path, compile, safe_mode, custom_objects, arg):
+    # kerastl's own classes are found by their registered names: importing this
+    # module ran `kerastl/__init__.py`, which imports every module that registers one.
     try:
         return keras.saving.load_model(
             source, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects
@@ -155,12 +163,12 @@ def _keras_load(source, path, compile, safe_mode, custom_objects):
             raise ValueError(
                 "The model file holds Python code (e.g. a Lambda layer) and safe_mode is "
                 "on: loading it could run arbitrary code. Pass safe_mode=False only if "
-                f"you trust the file. Received: path={path!r}"
+                f"you trust the file. Received: {arg}={path!r}"
             ) from None
         first = message.strip().splitlines()[0][:400] if message.strip() else ""
         raise ValueError(
             f"Could not load a Keras model from the file ({type(e).__name__}: {first}). "
-            f"Received: path={path!r}"
+            f"Received: {arg}={path!r}"
         ) from e
 
 
@@ -173,9 +181,7 @@ def _full_metadata(stored, keras_meta):
     return meta
 
 
-def _legacy_metadata(path):
-    import h5py
-
+def _legacy_metadata(path, arg="path"):
     meta = empty_metadata()
     meta["format"] = "legacy_h5"
     try:
@@ -183,7 +189,7 @@ def _legacy_metadata(path):
             attrs = dict(f.attrs)
     except OSError as e:
         raise ValueError(
-            f"The HDF5 file cannot be read (truncated or corrupted: {e}). Received: path={path!r}"
+            f"The HDF5 file cannot be read (truncated or corrupted: {e}). Received: {arg}={path!r}"
         ) from None
     for key in ("keras_version", "backend"):
         value = attrs.get(key)
@@ -193,6 +199,6 @@ def _legacy_metadata(path):
     if "model_config" not in attrs:
         raise ValueError(
             "The HDF5 file holds weights only, not a model; load it into a model with "
-            f"`kerastl.load_weights_by_name`. Received: path={path!r}"
+            f"`kerastl.load_weights_by_name`. Received: {arg}={path!r}"
         )
     return meta

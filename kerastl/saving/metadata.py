@@ -10,6 +10,12 @@ import json
 import math
 
 import keras
+import numpy as np
+
+from kerastl._keras_private import flatten_layers
+from kerastl._version import __version__
+from kerastl.backbones import get_backbone
+from kerastl.layers import FeatureExtractor
 
 METADATA_VERSION = 1
 TASKS = ("binary", "multiclass", "multilabel", "regression")
@@ -49,13 +55,11 @@ def describe_model(model, class_names=None, history=None, metadata=None):
     `class_names`, `history` and `metadata` fall back to what is attached to the
     model already (by `load_model` or an earlier `save_model`).
     """
-    import kerastl
-
     attached = getattr(model, "kerastl_metadata", None) or {}
     meta = empty_metadata()
     meta.update(
         format="keras",
-        kerastl_version=kerastl.__version__,
+        kerastl_version=__version__,
         keras_version=keras.version(),
         backend=keras.config.backend(),
         saved_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -101,11 +105,17 @@ def history_dict(history):
             f"`.history` dict, or a list of those. Received: history={history!r}"
         )
     try:
-        return {str(k): [float(v) for v in vs] for k, vs in values.items()}
+        return {str(k): [_number(v) for v in vs] for k, vs in values.items()}
     except (TypeError, ValueError):
         raise TypeError(
             f"`history` must map metric names to lists of numbers. Received: history={values!r}"
         ) from None
+
+
+def _number(value):
+    if isinstance(value, (str, bytes)):  # float("0.5") would take it
+        raise TypeError(value)
+    return float(value)
 
 
 def _check_metadata(metadata):
@@ -120,7 +130,12 @@ def _check_metadata(metadata):
 
 
 def _check_class_names(class_names):
-    if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
+    # An ordered sequence of real strings: not a set (no order), not one string
+    # (a list of letters), not NaN or None from a half-empty label column.
+    ordered = isinstance(class_names, (list, tuple)) or (
+        isinstance(class_names, np.ndarray) and class_names.ndim == 1
+    )
+    if not ordered or not all(isinstance(n, str) for n in class_names):
         raise TypeError(
             f"`class_names` must be a list of strings. Received: class_names={class_names!r}"
         )
@@ -168,13 +183,10 @@ def _input_dtype(model):
 
 def _layers(model):
     # Layers at every depth (the backbone inside a FeatureExtractor included).
-    return list(model._flatten_layers(include_self=False, recursive=True))
+    return flatten_layers(model, include_self=False, recursive=True)
 
 
 def _describe_backbone(model):
-    from kerastl.backbones import get_backbone
-    from kerastl.layers import FeatureExtractor
-
     extractors = [layer for layer in _layers(model) if isinstance(layer, FeatureExtractor)]
     if not extractors:
         return {"backbone": None, "input_preprocessing": None}

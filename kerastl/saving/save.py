@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import keras
 
@@ -52,8 +51,7 @@ def save_model(model, path, class_names=None, history=None, metadata=None):
     meta = describe_model(model, class_names=class_names, history=history, metadata=metadata)
     text = finite_json(meta)
 
-    work = archive.staging_dir(path)
-    try:
+    with archive.staging_dir(path) as work:
         staged = os.path.join(work, "model.keras")
         model.save(staged)
         with archive.open_keras_zip(staged) as zf:
@@ -63,8 +61,6 @@ def save_model(model, path, class_names=None, history=None, metadata=None):
         final = os.path.join(work, "final.keras")
         archive.rewrite(staged, final, config=config, extra={archive.KERASTL_METADATA: text})
         archive.replace_atomically(final, path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     meta = json.loads(text)
     model.__dict__["kerastl_metadata"] = meta  # plain attribute: not tracked, not saved
     return meta
@@ -73,7 +69,9 @@ def save_model(model, path, class_names=None, history=None, metadata=None):
 def _check_path(path):
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
-    if not isinstance(path, str) or not path.endswith(".keras"):
+    if not isinstance(path, str):
+        raise TypeError(f"`path` must be a file path (str or PathLike). Received: path={path!r}")
+    if not path.endswith(".keras"):
         raise ValueError(
             "`path` must end in `.keras` (kerastl saves the native Keras format; "
             f"`kerastl.load_model` still reads legacy .h5 files). Received: path={path!r}"

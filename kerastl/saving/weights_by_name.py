@@ -5,10 +5,12 @@ import os
 import shutil
 import tempfile
 
+import h5py
 import keras
 import numpy as np
 
-from kerastl.saving.load import _check_exists, load_model
+from kerastl._keras_private import flatten_layers
+from kerastl.saving.load import _check_bool, _check_exists, _load_model
 
 
 @dataclasses.dataclass
@@ -71,6 +73,8 @@ def load_weights_by_name(target, source, skip_mismatch=True, safe_mode=True):
     """
     if not isinstance(target, keras.layers.Layer):
         raise TypeError(f"`target` must be a Keras model or layer. Received: target={target!r}")
+    _check_bool(skip_mismatch, "skip_mismatch")
+    _check_bool(safe_mode, "safe_mode")
     if isinstance(source, keras.layers.Layer):
         return _by_name(target, _layer_weights(source), skip_mismatch, source)
     if not isinstance(source, (str, os.PathLike)):
@@ -80,15 +84,20 @@ def load_weights_by_name(target, source, skip_mismatch=True, safe_mode=True):
         )
     path = _check_exists(source, arg="source")
     if _is_hdf5(path):
-        import h5py
-
-        with h5py.File(path, "r") as f:
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise ValueError(
+                f"The HDF5 file cannot be read (truncated or corrupted: {e}). "
+                f"Received: source={path!r}"
+            ) from None
+        with f:
             if "model_config" not in f.attrs and "layer_names" not in f.attrs:
                 return _by_path(target, path, skip_mismatch)
             group = f.get("model_weights", f)
             weights = _legacy_h5_weights(group)
         return _by_name(target, weights, skip_mismatch, path)
-    model = load_model(path, compile=False, safe_mode=safe_mode)
+    model = _load_model(path, False, safe_mode, None, arg="source")
     return _by_name(target, _layer_weights(model), skip_mismatch, path)
 
 
@@ -97,13 +106,13 @@ def load_weights_by_name(target, source, skip_mismatch=True, safe_mode=True):
 
 def _layers(layer):
     # Every depth: a FeatureExtractor's backbone layers are matched one by one.
-    return [layer, *layer._flatten_layers(include_self=False, recursive=True)]
+    return flatten_layers(layer, include_self=True, recursive=True)
 
 
 def _own_variables(layer):
     inner = {
         id(w)
-        for sub in layer._flatten_layers(include_self=False, recursive=True)
+        for sub in flatten_layers(layer, include_self=False, recursive=True)
         for w in sub.weights
     }
     return [w for w in layer.weights if id(w) not in inner]
@@ -198,8 +207,6 @@ def _is_hdf5(path):
 
 def _var_groups(f):
     """path -> list of datasets, for every group holding a layer's `vars`."""
-    import h5py
-
     out = {}
 
     def visit(name, obj):
@@ -212,8 +219,6 @@ def _var_groups(f):
 
 
 def _by_path(target, path, skip_mismatch):
-    import h5py
-
     model = (
         target.backbone
         if hasattr(target, "backbone") and not isinstance(target, keras.Model)
