@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -5,7 +7,7 @@ from support import calibrate_batchnorm
 
 import kerastl
 from kerastl.callbacks import GradualUnfreezing
-from kerastl.freeze import TrainPattern, TrainTopBlocks
+from kerastl.freeze import FreezeAll, TrainPattern, TrainTopBlocks
 from kerastl.optimizers import PerLayerLR
 
 LAYERS = ("conv_a", "bn_a", "conv_b", "conv_c", "head")
@@ -132,11 +134,26 @@ def test_resumed_fit_starts_in_the_scheduled_state():
     assert callback.unfrozen == {2: ["conv_c"]}
 
 
-def test_config_round_trip():
-    callback = GradualUnfreezing(schedule={0: "all", 3: TrainTopBlocks(2)}, lr_multiplier=0.5)
-    clone = GradualUnfreezing.from_config(callback.get_config())
-    assert clone.schedule == callback.schedule and clone.lr_multiplier == 0.5
-    assert GradualUnfreezing.from_config(GradualUnfreezing(every=2).get_config()).every == 2
+def test_config_round_trip_through_json():
+    callback = GradualUnfreezing(
+        schedule={0: "all", 3: TrainTopBlocks(2) | TrainPattern("^conv_a$")},
+        lr_multiplier=0.5,
+        verbose=0,
+    )
+    text = json.dumps(keras.saving.serialize_keras_object(callback))
+    clone = keras.saving.deserialize_keras_object(json.loads(text))
+    assert type(clone) is GradualUnfreezing
+    assert clone.schedule == callback.schedule
+    assert (clone.lr_multiplier, clone.every, clone.verbose) == (0.5, None, 0)
+    assert clone.get_config() == callback.get_config()
+    every = GradualUnfreezing(every=2)
+    every_clone = GradualUnfreezing.from_config(json.loads(json.dumps(every.get_config())))
+    assert (every_clone.every, every_clone.schedule) == (2, None)
+    # The clone schedules the same policies: equal, not merely present.
+    assert [p for _, p in clone.schedule] == [
+        FreezeAll(),
+        TrainTopBlocks(2) | TrainPattern("^conv_a$"),
+    ]
 
 
 @pytest.mark.parametrize(
