@@ -6,7 +6,9 @@ import os
 import keras
 import numpy as np
 
-from kerastl.backbones.recipes import CAFFE_MEAN_BGR, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from kerastl.backbones.recipes import PREPROCESSING_MODES
+from kerastl.data.images import read_image
+from kerastl.preprocessing.backbone_normalization import BackboneNormalization
 from kerastl.saving.load import load_model, read_metadata
 
 _CLASSIFIER_TASKS = ("binary", "multiclass", "multilabel")
@@ -37,8 +39,12 @@ class Predictor:
     Images go in as they come: file paths, PIL images, or uint8/float arrays of
     raw 0..255 pixels (one `(height, width, channels)` image or a
     `(batch, height, width, channels)` batch), mixed freely in a list. Each
-    is converted to the model's channels and resized to its input size; the
-    backbone's input recipe is applied unless the model applies it itself.
+    is read with `kerastl.data.images.read_image` (16-bit files scaled to
+    0..255, alpha dropped), converted to the model's channels and resized to
+    its input size with PIL's bilinear filter, as `kerastl.data.load_image`
+    does. A model whose first layer is its FeatureExtractor gets the
+    backbone's input recipe from `kerastl.preprocessing.BackboneNormalization`;
+    a model with its own preprocessing gets the raw pixels.
 
     Args:
         model: a `keras.Model` or the path of a `.keras` / `.h5` file
@@ -82,6 +88,17 @@ class Predictor:
             )
         self.logits = meta["outputs"] == "logits"
         self.recipe = meta["input_preprocessing"]
+        if self.recipe is not None and self.recipe not in PREPROCESSING_MODES:
+            raise ValueError(
+                f"The model's metadata names an unknown input recipe; known: "
+                f"{PREPROCESSING_MODES}. Received: input_preprocessing={self.recipe!r}"
+            )
+        # The recipe the model leaves to its caller, with the layer models use inside.
+        self._normalize = (
+            BackboneNormalization(self.recipe, dtype="float32")
+            if self.recipe not in (None, "none")
+            else None
+        )
         self.batch_size = batch_size
         self.threshold = threshold
         count = 2 if self.task == "binary" else meta["num_outputs"]
@@ -106,6 +123,11 @@ class Predictor:
             size = tuple(backbone_shape[:2])
         self.image_size = size if None not in size else None
         self.channels = shape[3] or 3
+        if self.channels not in (1, 3):
+            raise ValueError(
+                "Predictor feeds 1-channel (grayscale) or 3-channel (RGB) images. "
+                f"Received: model input_shape={shape!r}"
+            )
 
     def predict(self, inputs, top_k=5):
         """Returns one `Prediction` per image, in input order.
@@ -122,7 +144,10 @@ class Predictor:
         results = []
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
-            images = [self._image(item, start + i) for i, item in enumerate(chunk)]
+            images = [
+                read_image(item, self.image_size, self.channels, arg=f"inputs[{start + i}]")
+                for i, item in enumerate(chunk)
+            ]
             # Images of different sizes (no size to resize to) go through one by one.
             same_size = len({image.shape for image in images}) == 1
             batches = [np.stack(images)] if same_size else [image[None] for image in images]
@@ -137,6 +162,8 @@ class Predictor:
 
     def _items(self, inputs):
         if isinstance(inputs, np.ndarray) and inputs.ndim == 4:
+            if len(inputs) == 0:
+                raise ValueError(f"`inputs` is empty. Received: inputs.shape={inputs.shape}")
             return list(inputs)
         if isinstance(inputs, (list, tuple)):
             items = []
@@ -150,42 +177,11 @@ class Predictor:
             return items
         return [inputs]
 
-    def _image(self, item, index):
-        where = f"inputs[{index}]"
-        if isinstance(item, (str, os.PathLike)):
-            item = _open_image(os.fspath(item), where)
-        if _is_pil(item):
-            item = np.asarray(item.convert("L" if self.channels == 1 else "RGB"))
-        array = np.asarray(item)
-        if array.dtype == object or not np.issubdtype(array.dtype, np.number):
-            raise TypeError(
-                f"Each input must be an image path, a PIL image or a numeric array. "
-                f"Received: {where} of type {type(item).__name__}"
-            )
-        if array.ndim == 2:
-            array = array[..., None]
-        if array.ndim != 3:
-            raise ValueError(
-                f"An image array must be (height, width[, channels]) or a batch of them. "
-                f"Received: {where} with shape {array.shape}"
-            )
-        array = _convert_channels(array.astype("float32"), self.channels, where)
-        if self.image_size is not None and array.shape[:2] != tuple(self.image_size):
-            resized = keras.ops.image.resize(
-                array[None], self.image_size, interpolation="bilinear", antialias=True
-            )
-            array = keras.ops.convert_to_numpy(resized)[0]
-        return array
-
     def _preprocess(self, batch):
-        if self.recipe == "tf":
-            batch = batch / 127.5 - 1.0
-        elif self.recipe == "torch":
-            batch = (batch / 255.0 - np.array(IMAGENET_MEAN_RGB)) / np.array(IMAGENET_STD_RGB)
-        elif self.recipe == "caffe":
-            batch = batch[..., ::-1] - np.array(CAFFE_MEAN_BGR)
-        # None: the model takes raw 0..255 pixels itself.
-        return batch.astype("float32")
+        batch = batch.astype("float32")
+        if self._normalize is None:  # the model takes raw 0..255 pixels itself
+            return batch
+        return keras.ops.convert_to_numpy(self._normalize(batch))
 
     # --- outputs --------------------------------------------------------------
 
@@ -209,48 +205,6 @@ class Predictor:
             top=top,
             probabilities={n: float(p) for n, p in zip(self.class_names, probs, strict=True)},
         )
-
-
-def _is_pil(item):
-    try:
-        from PIL import Image
-    except ImportError:
-        return False
-    return isinstance(item, Image.Image)
-
-
-def _open_image(path, where):
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError(
-            f"Reading image files needs Pillow: `pip install pillow`. Received: {where}={path!r}"
-        ) from None
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No image file at this path. Received: {where}={path!r}")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except OSError as e:
-        raise ValueError(
-            f"Could not read the image file ({e}). Received: {where}={path!r}"
-        ) from None
-
-
-def _convert_channels(array, channels, where):
-    have = array.shape[-1]
-    if have == channels:
-        return array
-    if have == 4 and channels == 3:
-        return array[..., :3]  # drop alpha
-    if have == 1 and channels == 3:
-        return np.repeat(array, 3, axis=-1)
-    if have in (3, 4) and channels == 1:
-        return (array[..., :3] @ np.array([0.299, 0.587, 0.114], "float32"))[..., None]
-    raise ValueError(
-        f"The model takes {channels}-channel images. Received: {where} with {have} channels"
-    )
 
 
 def _sigmoid(x):

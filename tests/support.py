@@ -2,9 +2,11 @@
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import keras
 import numpy as np
@@ -117,3 +119,39 @@ def run_in_backend(backend, code, **variables):
     if result.returncode != 0:
         raise AssertionError(f"{backend} subprocess failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# A 16-bit ramp over 0..65535 and the 8-bit ramp it must read as.
+RAMP16 = np.round(np.linspace(0, 65535, 256)).astype("uint16")
+RAMP8 = RAMP16 * 255.0 / 65535.0
+
+
+def write_png16(path, array):
+    """Writes a 16-bit PNG: gray, gray + alpha, RGB (48-bit) or RGBA (64-bit).
+
+    Pillow cannot write 16-bit colour PNGs; this is the format itself (signature,
+    IHDR, one zlib IDAT of filter-0 rows, IEND).
+    """
+    array = np.asarray(array, ">u2")
+    if array.ndim == 2:
+        array = array[..., None]
+    height, width, channels = array.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = array.reshape(height, width * channels)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+
+    def chunk(kind, body):
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    png = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + png)
+    return str(path)
+
+
+def ramp_image(channels):
+    """4 rows of the 16-bit ramp; channel c is the ramp reversed every other channel."""
+    planes = [RAMP16 if c % 2 == 0 else RAMP16[::-1] for c in range(channels)]
+    return np.tile(np.stack(planes, -1)[None], (4, 1, 1))

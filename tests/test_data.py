@@ -2,9 +2,11 @@ import os
 
 import numpy as np
 import pytest
-from support import mobilenet_extractor
+from PIL import Image
+from support import RAMP8, mobilenet_extractor, ramp_image, write_png16
 
 from kerastl import data, heads
+from kerastl.data.images import resize_image
 from kerastl.models import build_model
 
 
@@ -125,7 +127,7 @@ def test_from_directory_reads_class_folders_in_order(class_folders):
     assert batches.class_names == ["one", "two", "zero"]  # sorted, like Keras
     xs = np.concatenate([batches[i][0] for i in range(len(batches))])
     ys = np.concatenate([batches[i][1] for i in range(len(batches))])
-    assert xs.shape == (len(kept), 8, 8, 1) and xs.dtype == np.uint8
+    assert xs.shape == (len(kept), 8, 8, 1) and xs.dtype == np.float32  # one dtype per batch
     expected = sorted(kept, key=lambda item: (item[0], item[1]))
     assert [batches.class_names[label] for label in ys] == [name for name, _, _ in expected]
     np.testing.assert_array_equal(xs[..., 0], np.stack([image for _, _, image in expected]))
@@ -136,6 +138,28 @@ def test_from_directory_reads_class_folders_in_order(class_folders):
     train, val = data.from_directory(root, 16, validation_split=0.25, seed=0)
     assert len(train.images) + len(val.images) == len(kept)
     assert set(train.images).isdisjoint(val.images)
+
+
+def test_from_directory_reads_16bit_and_8bit_files_alike(tmp_path, photos):
+    """A class folder of 16-bit PNGs reads as its 8-bit twin (not clipped to 255)."""
+    root = tmp_path / "mixed"
+    for name in ("eight", "sixteen"):
+        (root / name).mkdir(parents=True)
+    Image.fromarray(photos[0]).save(root / "eight" / "photo.png")
+    Image.fromarray(photos[1][..., 0]).save(root / "eight" / "gray.png")
+    write_png16(root / "sixteen" / "gray16.png", photos[1][..., 0].astype("uint16") * 257)
+    write_png16(root / "sixteen" / "rgb48.png", photos[0].astype("uint16") * 257)
+    write_png16(root / "sixteen" / "ramp16.png", ramp_image(1)[..., 0])
+    batches = data.from_directory(root, image_size=96, batch_size=5, shuffle=False, workers=1)
+    x, y = batches[0]
+    assert x.dtype == np.float32 and list(y) == [0, 0, 1, 1, 1]
+    # eight/gray, eight/photo, sixteen/gray16, sixteen/ramp16, sixteen/rgb48 (sorted)
+    np.testing.assert_array_equal(x[2], x[0])
+    np.testing.assert_array_equal(x[4], x[1])
+    ramp = data.from_directory(root, image_size=(4, 256), batch_size=5, shuffle=False)[0][0][3]
+    np.testing.assert_allclose(ramp[..., 0], np.tile(RAMP8, (4, 1)), atol=1e-4)
+    grayscale = data.from_directory(root, 96, color_mode="grayscale", shuffle=False)[0][0]
+    np.testing.assert_array_equal(grayscale[2, ..., 0], photos[1][..., 0])
 
 
 def test_from_directory_fits_on_this_backend(class_folders):
@@ -164,6 +188,14 @@ def test_from_directory_bad_input(tmp_path, class_folders):
         data.from_directory(single, 32)
     with pytest.raises(FileNotFoundError, match="Received: directory="):
         data.from_directory(tmp_path / "missing", 32)
+    with pytest.raises(NotADirectoryError, match="Received: directory="):
+        data.from_directory(src, 32)
+    with pytest.raises(TypeError, match="Received: directory=int"):
+        data.from_directory(42, 32)
+    with pytest.raises(ValueError, match=r"Received: image_size=\(8,\)"):
+        data.from_directory(root, (8,))
+    with pytest.raises(ValueError, match="Received: color_mode='rgba'"):
+        data.from_directory(root, 8, color_mode="rgba")
     with pytest.raises(ValueError, match="Received: label_mode='binary'"):
         data.from_directory(root, 32, label_mode="binary")
     with pytest.raises(ValueError, match="Received: image_size=None"):
@@ -233,8 +265,6 @@ def test_torch_dataset_channels_first_becomes_channels_last_and_fits(photos):
 
 
 def test_prepare_image_from_path_pil_and_arrays(tmp_path, photos):
-    from PIL import Image
-
     photo = photos[0]
     path = tmp_path / "photo.png"
     Image.fromarray(photo).save(path)
@@ -244,6 +274,7 @@ def test_prepare_image_from_path_pil_and_arrays(tmp_path, photos):
     np.testing.assert_array_equal(data.prepare_image(path), from_path)  # os.PathLike
     rgba = Image.fromarray(photo).convert("RGBA")
     np.testing.assert_array_equal(data.prepare_image(rgba), from_path)
+    np.testing.assert_array_equal(data.prepare_image(np.asarray(rgba)), from_path)
     resized = data.prepare_image(str(path), target_size=(40, 50))
     assert resized.shape == (1, 40, 50, 3)
     expected = np.asarray(Image.fromarray(photo).resize((50, 40), Image.BILINEAR))
@@ -257,31 +288,126 @@ def test_prepare_image_from_path_pil_and_arrays(tmp_path, photos):
     np.testing.assert_allclose(as_float, data.prepare_image(photo, 48), atol=1.0)
 
 
-def test_prepare_image_predicts_a_class_name(tmp_path, photos, mobilenet_weights):
-    from PIL import Image
+def test_load_image_and_prepare_image_read_16bit_files(tmp_path, photos):
+    """The bug: 16-bit grayscale PNGs read as mostly 255 (convert("L") clips)."""
+    gray16 = write_png16(tmp_path / "gray16.png", ramp_image(1)[..., 0])
+    rgb48 = write_png16(tmp_path / "rgb48.png", ramp_image(3))
+    rgba64 = write_png16(tmp_path / "rgba64.png", ramp_image(4))
+    for path in (gray16, rgb48, rgba64):
+        image = data.load_image(path)
+        assert image.shape == (4, 256, 3)
+        assert np.abs(image[0, :, 0].astype(float) - np.arange(256)).max() <= 1, path
+        np.testing.assert_array_equal(data.prepare_image(path)[0], image)
+    loaded = data.load_image(gray16, color_mode="grayscale")
+    assert loaded.dtype == np.float32 and loaded.shape == (4, 256, 1)
+    np.testing.assert_allclose(loaded[..., 0], np.tile(RAMP8, (4, 1)), atol=1e-4)
+    photo16 = write_png16(tmp_path / "photo16.png", photos[0].astype("uint16") * 257)
+    np.testing.assert_array_equal(
+        data.prepare_image(photo16, 48), data.prepare_image(photos[0], 48)
+    )
+    np.testing.assert_array_equal(data.load_image(photo16, 48), resize_image(photos[0], 48))
 
+
+def test_load_image_reads_files_one_way(tmp_path, photos):
+    path = tmp_path / "photo.png"
+    Image.fromarray(photos[1]).save(path)
+    np.testing.assert_array_equal(data.load_image(path), photos[1])
+    assert data.load_image(path, 32).shape == (32, 32, 3)
+    np.testing.assert_array_equal(
+        data.load_image(path, (30, 40)), resize_image(photos[1], (30, 40))
+    )
+    gray = data.load_image(path, color_mode="grayscale")
+    pil_gray = np.asarray(Image.fromarray(photos[1]).convert("L")).astype(int)
+    assert gray.dtype == np.uint8 and np.abs(gray[..., 0].astype(int) - pil_gray).max() <= 1
+    for name in ("фото_猫_ü.png", "p" * 196 + ".png"):  # unicode; 200 characters
+        (tmp_path / name).write_bytes(path.read_bytes())
+        np.testing.assert_array_equal(data.load_image(tmp_path / name), photos[1])
+        np.testing.assert_array_equal(data.prepare_image(str(tmp_path / name))[0], photos[1])
+
+
+def test_prepare_image_predicts_a_class_name(tmp_path, photos, mobilenet_weights):
     extractor = mobilenet_extractor(mobilenet_weights)
     model = build_model(extractor, heads.binary(class_names=["cat", "dog"]), compile=False)
     path = tmp_path / "chelsea.jpg"
     Image.fromarray(photos[2]).resize((150, 120)).save(path)
-    probs = model.predict(data.prepare_image(path), verbose=0)
+    batch = data.prepare_image(path)
+    with Image.open(path) as image:  # decoded independently of kerastl
+        decoded = np.asarray(image.convert("RGB"), "float32")[None]
+    np.testing.assert_array_equal(batch, decoded)
+    probs = model.predict(batch, verbose=0)
     assert probs.shape == (1, 1)
+    np.testing.assert_allclose(probs, model.predict(decoded, verbose=0), atol=1e-6)
     names = heads.head_info(model)["class_names"]
-    assert names[int(probs[0, 0] > 0.5)] in ("cat", "dog")
+    p = float(probs[0, 0])
+    assert names == ["cat", "dog"] and 0.0 < p < 1.0
+    assert names[int(p > 0.5)] == ("dog" if p > 0.5 else "cat")
+
+
+def _bad_image(tmp_path, kind):
+    real = tmp_path / "real.png"
+    Image.fromarray(np.full((32, 32, 3), 9, "uint8")).save(real)
+    if kind == "real":
+        return str(real)
+    if kind == "directory":
+        return str(tmp_path)
+    if kind == "missing":
+        return str(tmp_path / "missing.jpg")
+    path = tmp_path / "broken.png"
+    path.write_bytes(real.read_bytes()[:20] if kind == "20 bytes" else b"not an image")
+    return str(path)
+
+
+BAD_IMAGES = [
+    ("rank", np.zeros((1, 8, 8, 3)), {}, ValueError, r"Received: image.shape=\(1, 8, 8, 3\)"),
+    ("2ch", np.zeros((8, 8, 2)), {}, ValueError, r"Received: image.shape=\(8, 8, 2\)"),
+    ("5ch", np.zeros((8, 8, 5)), {}, ValueError, r"Received: image.shape=\(8, 8, 5\)"),
+    ("empty", np.zeros((0, 8, 3)), {}, ValueError, r"Received: image.shape=\(0, 8, 3\)"),
+    ("nan", np.full((8, 8, 3), np.nan), {}, ValueError, "NaN or inf.*Received: image="),
+    ("inf", np.full((8, 8), -np.inf), {}, ValueError, "NaN or inf.*Received: image="),
+    ("string", np.full((8, 8, 3), "x"), {}, ValueError, "Received: image.dtype=<U1"),
+    ("bool", np.ones((8, 8, 3), bool), {}, ValueError, "Received: image.dtype=bool"),
+    ("object", np.zeros((8, 8, 3), object), {}, ValueError, "Received: image.dtype=object"),
+    ("complex", np.zeros((8, 8, 3), complex), {}, ValueError, "Received: image.dtype=complex"),
+    ("type", 42, {}, TypeError, "Received: image=int"),
+    (
+        "size",
+        np.zeros((8, 8, 3)),
+        {"target_size": (8,)},
+        ValueError,
+        r"Received: target_size=\(8,\)",
+    ),
+    ("directory", "directory", {}, IsADirectoryError, "Received: image='"),
+    ("missing", "missing", {}, FileNotFoundError, "Received: image='.*missing.jpg'"),
+    ("20 bytes", "20 bytes", {}, ValueError, "Could not read an image.*Received: image='"),
+    ("text", "text", {}, ValueError, "Could not read an image.*Received: image='"),
+]
 
 
 @pytest.mark.parametrize(
-    "image, kwargs, error, match",
-    [
-        (np.zeros((1, 8, 8, 3)), {}, ValueError, r"Received: image.shape=\(1, 8, 8, 3\)"),
-        (np.zeros((8, 8, 4)), {}, ValueError, r"Received: image.shape=\(8, 8, 4\)"),
-        (np.full((8, 8, 3), "x"), {}, ValueError, "Received: image.dtype=<U1"),
-        ("missing.jpg", {}, FileNotFoundError, "Received: image='missing.jpg'"),
-        (42, {}, ValueError, "Received: image=int"),
-        (np.zeros((8, 8, 3)), {"target_size": (8,)}, ValueError, r"Received: target_size=\(8,\)"),
-    ],
-    ids=["rank", "channels", "dtype", "missing", "type", "size"],
+    "image, kwargs, error, match", [case[1:] for case in BAD_IMAGES], ids=[c[0] for c in BAD_IMAGES]
 )
-def test_prepare_image_bad_input(image, kwargs, error, match):
+def test_prepare_image_bad_input(tmp_path, image, kwargs, error, match):
+    if isinstance(image, str):
+        image = _bad_image(tmp_path, image)
     with pytest.raises(error, match=match):
         data.prepare_image(image, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "path, kwargs, error, match",
+    [
+        ("directory", {}, IsADirectoryError, "is a directory.*Received: path='"),
+        ("missing", {}, FileNotFoundError, "No image file.*Received: path='"),
+        ("20 bytes", {}, ValueError, "Could not read an image.*Received: path='"),
+        ("text", {}, ValueError, "Could not read an image.*Received: path='"),
+        (np.zeros((8, 8, 3), "uint8"), {}, TypeError, "Received: path=ndarray"),
+        ("real", {"image_size": (0, 8)}, ValueError, r"Received: image_size=\(0, 8\)"),
+        ("real", {"color_mode": "rgba"}, ValueError, "Received: color_mode='rgba'"),
+    ],
+    ids=["directory", "missing", "20 bytes", "text", "array", "size", "color_mode"],
+)
+def test_load_image_bad_input(tmp_path, path, kwargs, error, match):
+    if isinstance(path, str):
+        path = _bad_image(tmp_path, path)
+    with pytest.raises(error, match=match):
+        data.load_image(path, **kwargs)

@@ -2,10 +2,15 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
-from support import mobilenet_extractor, tf_mode
+from support import mobilenet_extractor, ramp_image, tf_mode, write_png16
 
+import kerastl
+from kerastl.backbones import register_backbone
+from kerastl.data import load_image
+from kerastl.data.images import resize_image
 from kerastl.predictor import Prediction, Predictor
-from kerastl.saving import save_model
+from kerastl.preprocessing import BackboneNormalization
+from kerastl.saving import read_metadata, save_model
 
 CLASSES = ["astronaut", "coffee", "cat"]
 
@@ -21,6 +26,14 @@ def classifier(weights, head, rescale_inside=False):
 def multiclass(mobilenet_weights):
     keras.utils.set_random_seed(3)
     return classifier(mobilenet_weights, keras.layers.Dense(3, activation="softmax"))
+
+
+@pytest.fixture
+def pooled():
+    """A cheap 3-class softmax model at 96 px, for the bad-input tables."""
+    inputs = keras.Input((96, 96, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
 
 
 @pytest.fixture
@@ -72,8 +85,7 @@ def test_other_sizes_and_grayscale_are_converted(multiclass, photos):
     p = [r.probabilities for r in predictor.predict(flat)]
     assert p[1] == pytest.approx(p[0], abs=1e-5) and p[2] == pytest.approx(p[0], abs=1e-5)
     large = np.repeat(np.repeat(photos[0], 2, axis=0), 2, axis=1)
-    resized = keras.ops.image.resize(large[None].astype("float32"), (96, 96), antialias=True)
-    expected = multiclass.predict(tf_mode(keras.ops.convert_to_numpy(resized)), verbose=0)[0]
+    expected = multiclass.predict(tf_mode(resize_image(large, 96)[None]), verbose=0)[0]
     got = predictor.predict(large)[0].probabilities
     np.testing.assert_allclose([got[c] for c in CLASSES], expected, atol=1e-5)
     gray = photos[0].mean(-1).astype("uint8")
@@ -107,9 +119,11 @@ def test_model_that_resizes_itself_takes_images_of_any_size(mobilenet_weights, p
     assert predictor.image_size == (96, 96)  # batched at the backbone's size
     wide = np.asarray(Image.fromarray(photos[1]).resize((144, 96)))
     results = predictor.predict([photos[0], wide])
-    expected = model.predict(photos[:1].astype("float32"), verbose=0)[0]
-    np.testing.assert_allclose([results[0].probabilities[c] for c in CLASSES], expected, atol=1e-5)
-    assert results[1].label in CLASSES
+    inputs = np.stack([photos[0], resize_image(wide, 96)]).astype("float32")
+    expected = model.predict(inputs, verbose=0)
+    for result, row in zip(results, expected, strict=True):
+        np.testing.assert_allclose([result.probabilities[c] for c in CLASSES], row, atol=1e-5)
+        assert result.label == CLASSES[int(row.argmax())]
 
 
 def test_binary_logit_head_gives_both_classes(mobilenet_weights, photos):
@@ -142,22 +156,150 @@ def test_multilabel_head_uses_the_threshold(mobilenet_weights, photos):
     assert any(len(r.labels) > 1 for r in results) or any(not r.labels for r in results)
 
 
-def test_default_names_and_bad_input(multiclass, tmp_path):
+def test_default_names(multiclass):
     predictor = Predictor(multiclass)
     assert predictor.class_names == ["0", "1", "2"]
-    with pytest.raises(FileNotFoundError, match=r"Received: inputs\[0\]=.*missing.jpg"):
-        predictor.predict(str(tmp_path / "missing.jpg"))
-    (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=r"Could not read the image.*Received: inputs\[1\]="):
-        predictor.predict([np.zeros((96, 96, 3)), str(tmp_path / "broken.jpg")])
-    with pytest.raises(ValueError, match=r"Received: inputs\[0\] with shape \(2, 3, 4, 5, 6\)"):
-        predictor.predict([np.zeros((2, 3, 4, 5, 6))])
-    with pytest.raises(ValueError, match=r"3-channel images. Received: inputs\[0\] with 2"):
-        predictor.predict(np.zeros((96, 96, 2)))
-    with pytest.raises(ValueError, match="Received: top_k=0"):
-        predictor.predict(np.zeros((96, 96, 3)), top_k=0)
     with pytest.raises(ValueError, match=r"3 classes \(multiclass\). Received: class_names="):
         Predictor(multiclass, class_names=["a", "b"])
+
+
+def _bad_input(tmp_path, kind):
+    if kind == "directory":
+        return str(tmp_path)
+    if kind == "missing":
+        return str(tmp_path / "missing.jpg")
+    real = tmp_path / "real.png"
+    Image.fromarray(np.full((32, 32, 3), 9, "uint8")).save(real)
+    path = tmp_path / "broken.png"
+    path.write_bytes(real.read_bytes()[:20] if kind == "20 bytes" else b"not an image")
+    return str(path)
+
+
+BAD_INPUTS = [
+    ("directory", "directory", IsADirectoryError, r"Received: inputs\[1\]='"),
+    ("missing", "missing", FileNotFoundError, r"No image file.*Received: inputs\[1\]=.*missing"),
+    ("20 bytes", "20 bytes", ValueError, r"Could not read an image.*Received: inputs\[1\]='"),
+    ("text", "text", ValueError, r"Could not read an image.*Received: inputs\[1\]='"),
+    ("rank", np.zeros((2, 3, 4, 5, 6)), ValueError, r"Received: inputs\[1\].shape=\(2, 3, 4, 5"),
+    ("2ch", np.zeros((96, 96, 2)), ValueError, r"Received: inputs\[1\].shape=\(96, 96, 2\)"),
+    ("5ch", np.zeros((96, 96, 5)), ValueError, r"Received: inputs\[1\].shape=\(96, 96, 5\)"),
+    ("empty", np.zeros((0, 96, 3)), ValueError, r"empty. Received: inputs\[1\].shape"),
+    ("nan", np.full((96, 96, 3), np.nan), ValueError, r"NaN or inf.*Received: inputs\[1\]="),
+    ("inf", np.full((96, 96), np.inf), ValueError, r"NaN or inf.*Received: inputs\[1\]="),
+    ("bool", np.zeros((96, 96, 3), bool), ValueError, r"Received: inputs\[1\].dtype=bool"),
+    ("object", np.zeros((9, 9, 3), object), ValueError, r"Received: inputs\[1\].dtype=object"),
+    ("complex", np.zeros((9, 9, 3), complex), ValueError, r"inputs\[1\].dtype=complex128"),
+    ("string", np.full((9, 9, 3), "x"), ValueError, r"Received: inputs\[1\].dtype=<U1"),
+    ("type", {"image": 1}, TypeError, r"Received: inputs\[1\]=dict"),
+]
+
+
+@pytest.mark.parametrize(
+    "item, error, match", [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+)
+def test_bad_inputs_are_refused_clearly(pooled, tmp_path, item, error, match):
+    if isinstance(item, str):
+        item = _bad_input(tmp_path, item)
+    with pytest.raises(error, match=match):
+        Predictor(pooled).predict([np.zeros((96, 96, 3)), item])
+
+
+@pytest.mark.parametrize(
+    "inputs, kwargs, match",
+    [
+        ([], {}, r"`inputs` is empty. Received: inputs=\[\]"),
+        (np.zeros((0, 96, 96, 3)), {}, r"Received: inputs.shape=\(0, 96, 96, 3\)"),
+        (np.zeros((96, 96, 3)), {"top_k": 0}, "Received: top_k=0"),
+    ],
+    ids=["empty list", "empty batch", "top_k"],
+)
+def test_bad_predict_arguments(pooled, inputs, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Predictor(pooled).predict(inputs, **kwargs)
+
+
+# --- one path: the Predictor reads and normalises as the library does ----------------
+
+
+def _tiny_backbone(recipe):
+    """A registered two-conv backbone whose weights "expect" `recipe`."""
+    # Scaled so that every recipe's inputs give unsaturated softmax outputs.
+    scale = {"caffe": 1 / 128, "tf": 1.0, "torch": 1.0, "none": 1 / 255}[recipe]
+
+    def tiny(include_top=False, weights=None, input_shape=(32, 32, 3)):
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Rescaling(scale, name="stage0_scale")(inputs)
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="stage1_conv")(x)
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="tanh", name="stage2_conv")(x)
+        return keras.Model(inputs, x, name=f"tiny_{recipe}")
+
+    name = f"tiny_{recipe}_predictor_test"
+    register_backbone(name, tiny, default_size=32, min_size=8, preprocessing=recipe, overwrite=True)
+    return name
+
+
+@pytest.mark.parametrize("recipe", ["caffe", "tf", "torch", "none"])
+@pytest.mark.parametrize("inside", [True, False], ids=["in-model", "caller"])
+def test_predictor_reads_and_normalises_the_library_way(photos, tmp_path, recipe, inside):
+    """Predictor.predict(path) == model.predict(load_image(path, size) [+ the recipe])."""
+    keras.utils.set_random_seed(7)
+    extractor = kerastl.FeatureExtractor(
+        _tiny_backbone(recipe), weights=None, input_shape=(32, 32, 3), pooling="avg"
+    )
+    head = kerastl.heads.multiclass(3)
+    if inside:
+        prep = kerastl.preprocessing.pipeline(extractor, mode=recipe)
+        model = kerastl.build_model(extractor, head, preprocessing=prep, compile=False)
+    else:
+        inputs = keras.Input((32, 32, 3))
+        model = keras.Model(inputs, head(extractor(inputs)))
+    caller_recipe = None if inside or recipe == "none" else recipe
+    assert read_metadata(model)["input_preprocessing"] == caller_recipe
+    paths = []
+    for i, photo in enumerate(photos[:3]):  # 96 px: the Predictor resizes to 32
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(photo).save(paths[-1])
+
+    results = Predictor(model, class_names=CLASSES).predict(paths)
+    decoded = np.stack([load_image(p, (32, 32)) for p in paths]).astype("float32")
+    fed = decoded
+    if caller_recipe is not None:
+        fed = keras.ops.convert_to_numpy(BackboneNormalization(recipe)(decoded))
+    expected = model.predict(fed, verbose=0)
+    got = np.array([[r.probabilities[c] for c in CLASSES] for r in results])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert expected.max() < 0.99  # not saturated: a wrong input would show
+    if caller_recipe is not None:  # the check can fail: raw pixels predict otherwise
+        assert np.abs(model.predict(decoded, verbose=0) - expected).max() > 1e-3
+
+
+def test_16bit_files_predict_like_their_8bit_twins(multiclass, photos, tmp_path):
+    eight, gray8 = str(tmp_path / "eight.png"), str(tmp_path / "gray8.png")
+    Image.fromarray(photos[0]).save(eight)
+    Image.fromarray(photos[1][..., 0]).save(gray8)
+    sixteen = [
+        write_png16(tmp_path / "rgb48.png", photos[0].astype("uint16") * 257),
+        write_png16(
+            tmp_path / "rgba64.png",
+            np.dstack([photos[0], photos[2][..., :1]]).astype("uint16") * 257,
+        ),
+        write_png16(tmp_path / "gray16.png", photos[1][..., 0].astype("uint16") * 257),
+    ]
+    predictor = Predictor(multiclass, class_names=CLASSES)
+    results = predictor.predict(sixteen + [eight, gray8])
+    expected = multiclass.predict(
+        tf_mode(np.stack([photos[0], photos[0], np.dstack([photos[1][..., 0]] * 3)])),
+        verbose=0,
+    )
+    got = np.array([[r.probabilities[c] for c in CLASSES] for r in results])
+    np.testing.assert_allclose(got[:3], expected, atol=1e-5)
+    np.testing.assert_allclose(got[:3], got[[3, 3, 4]], atol=1e-6)
+    ramp = write_png16(tmp_path / "ramp16.png", ramp_image(1)[..., 0])
+    np.testing.assert_allclose(
+        [predictor.predict(ramp)[0].probabilities[c] for c in CLASSES],
+        multiclass.predict(tf_mode(resize_image(load_image(ramp), 96)[None]), verbose=0)[0],
+        atol=1e-5,
+    )
 
 
 def test_regression_model_is_refused():

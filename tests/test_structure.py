@@ -71,7 +71,7 @@ def _graph():
 
 
 def _resolve(name, modules):
-    """The module an imported name lives in (`kerastl.layers.FeatureExtractor` -> kerastl.layers)."""
+    """The module an imported name lives in (`kerastl.layers.FeatureExtractor`: kerastl.layers)."""
     while name not in modules and "." in name:
         name = name.rsplit(".", 1)[0]
     return name
@@ -96,9 +96,7 @@ def test_no_import_runs_back_up_the_stream():
 def test_no_import_cycle():
     graph = _graph()
     modules = set(graph)
-    edges = {
-        m: {_resolve(n, modules) for n in names} - {m} for m, names in graph.items()
-    }
+    edges = {m: {_resolve(n, modules) for n in names} - {m} for m, names in graph.items()}
     # A package's __init__ re-exports its own modules: that is not a cycle.
     edges = {
         m: {t for t in targets if not (t.startswith(m + ".") and m in _packages(modules))}

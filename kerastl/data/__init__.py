@@ -1,6 +1,7 @@
 """Data in: numpy arrays, class folders, tf.data and torch datasets, single images."""
 
 from kerastl.data.image_batches import MIX_MODES, ImageBatches
+from kerastl.data.images import convert_channels, read_image, resize_image
 from kerastl.data.prepare_image import load_image, prepare_image
 from kerastl.data.sources import (
     IMAGE_EXTENSIONS,
@@ -16,10 +17,13 @@ __all__ = [
     "LABEL_MODES",
     "MIX_MODES",
     "ImageBatches",
+    "convert_channels",
     "from_arrays",
     "from_directory",
     "from_tf_dataset",
     "from_torch_dataset",
     "load_image",
     "prepare_image",
+    "read_image",
+    "resize_image",
 ]

@@ -3,6 +3,8 @@ import math
 import keras
 import numpy as np
 
+from kerastl.data.prepare_image import load_image
+
 MIX_MODES = (None, "mixup", "cutmix")
 
 
@@ -13,7 +15,8 @@ class ImageBatches(keras.utils.PyDataset):
     PyTorch. Images come from an array or are read from files batch by batch;
     the order is reshuffled every epoch when `shuffle`, and `workers > 1`
     prefetches batches in threads. Made by `kerastl.data.from_arrays` and
-    `from_directory`.
+    `from_directory`. Images read from files come as float32, raw 0..255
+    (`kerastl.data.load_image`: 16-bit files are scaled, alpha is dropped).
 
     Args:
         images: an array `(n, h, w, c)` or a list of image file paths.
@@ -74,11 +77,11 @@ class ImageBatches(keras.utils.PyDataset):
         if isinstance(self.images, np.ndarray):
             x = self.images[rows]
         else:
-            from kerastl.data.prepare_image import load_image
-
+            # float32 whatever the files hold, so every batch has one dtype (TensorFlow
+            # fixes the batch spec from the first batches) and 16-bit files keep precision.
             x = np.stack(
                 [load_image(self.images[i], self.image_size, self.color_mode) for i in rows]
-            )
+            ).astype("float32")
         if self.labels is None:
             return (x,)
         y = self.labels[rows]

@@ -6,7 +6,8 @@ import numpy as np
 
 from kerastl.data.checks import check_batch_size, check_images, check_split, warn_if_rescaled
 from kerastl.data.image_batches import MIX_MODES, ImageBatches
-from kerastl.data.prepare_image import COLOR_MODES, _pil, _target
+from kerastl.data.images import check_size, import_pil
+from kerastl.data.prepare_image import COLOR_MODES
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 LABEL_MODES = ("int", "categorical", "binary")
@@ -130,9 +131,11 @@ def from_directory(
         workers: threads that read and prefetch batches.
 
     Returns:
-        `ImageBatches` (or a pair) with `.class_names`.
+        `ImageBatches` (or a pair) with `.class_names`. Batches hold float32
+        images, raw 0..255, read with `kerastl.data.load_image` (16-bit files
+        scaled to 0..255, alpha dropped, resized with PIL's bilinear filter).
     """
-    size = _target(image_size)
+    size = check_size(image_size, arg="image_size")
     if size is None:
         raise ValueError(
             "`image_size` must be an int or (height, width). Received: image_size=None"
@@ -147,7 +150,16 @@ def from_directory(
         raise ValueError(
             f"`color_mode` must be one of {COLOR_MODES}. Received: color_mode={color_mode!r}"
         )
-    _pil()  # fail early without Pillow
+    import_pil()  # fail early without Pillow
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(
+            f"`directory` must be a folder path. Received: directory={type(directory).__name__}"
+        )
+    if os.path.isfile(directory):
+        raise NotADirectoryError(
+            "`directory` is a file, not a folder of class folders. "
+            f"Received: directory={directory!r}"
+        )
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"No directory at this path. Received: directory={directory!r}")
     class_names = sorted(
