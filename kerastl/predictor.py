@@ -58,9 +58,16 @@ class Predictor:
     Example:
 
     ```python
-    predictor = kerastl.Predictor("cats_vs_dogs.keras")
-    result = predictor.predict("new_photo.jpg")[0]
-    print(result.label, result.top)  # dog [('dog', 0.93), ('cat', 0.07)]
+    extractor = kerastl.FeatureExtractor(
+        "mobilenet_v2", weights=None, input_shape=(96, 96, 3), pooling="avg",
+        backbone_kwargs={"alpha": 0.35},
+    )
+    head = kerastl.heads.binary(class_names=["cat", "dog"])
+    kerastl.save_model(kerastl.build_model(extractor, head), "pets.keras")
+    predictor = kerastl.Predictor("pets.keras")
+    photo = np.random.randint(0, 256, (120, 160, 3)).astype("uint8")  # or a file path
+    result = predictor.predict(photo)[0]
+    print(sorted(result.probabilities), len(result.top))  # ['cat', 'dog'] 2
     ```
     """
 

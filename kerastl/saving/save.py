@@ -40,6 +40,7 @@ def save_model(model, path, class_names=None, history=None, metadata=None):
     Example:
 
     ```python
+    model = keras.Sequential([keras.Input((8,)), kerastl.heads.multiclass(2)])
     meta = kerastl.save_model(model, "flowers.keras", class_names=["daisy", "rose"])
     model = kerastl.load_model("flowers.keras")
     print(model.kerastl_metadata["class_names"])  # ['daisy', 'rose']
