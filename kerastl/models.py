@@ -4,6 +4,7 @@ import re
 
 import keras
 
+from kerastl.backbones.sources import check_input_shape
 from kerastl.heads.task_head import TaskHead
 from kerastl.layers.feature_extractor import FeatureExtractor
 from kerastl.preprocessing.pipelines import pipeline
@@ -76,12 +77,23 @@ def build_model(
         )
     if input_shape is None:
         input_shape = _default_input_shape(extractor, preprocessing)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or input_shape[-1] not in (1, 3):
-        raise ValueError(
-            "`input_shape` must be (height, width, channels) with 1 or 3 channels. "
-            f"Received: input_shape={input_shape}"
-        )
+    else:
+        try:
+            checked = check_input_shape(input_shape)
+        except ValueError:
+            checked = None
+        if checked is None or checked[-1] not in (1, 3):
+            raise ValueError(
+                "`input_shape` must be (height, width, channels) with positive sizes and 1 "
+                f"or 3 channels. Received: input_shape={input_shape!r}"
+            )
+        input_shape = checked
+    if not isinstance(compile, bool):
+        raise TypeError(f"`compile` must be True or False. Received: compile={compile!r}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"`name` must be a string or None. Received: name={name!r}")
+    if compile:
+        _check_compile_arguments(optimizer, loss, metrics)
 
     # === Functional Model ===
     _name_if_generated(extractor, "feature_extractor")
@@ -103,6 +115,37 @@ def build_model(
             metrics=metrics if metrics is not None else head.default_metrics(),
         )
     return model
+
+
+def _check_compile_arguments(optimizer, loss, metrics):
+    """Refuses what `compile` would take now and fail on only at the first `fit`."""
+    for arg, value, get in (
+        ("optimizer", optimizer, keras.optimizers.get),
+        ("loss", loss, keras.losses.get),
+    ):
+        if value is None or (arg == "loss" and isinstance(value, (list, dict))):
+            continue
+        try:
+            get(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"`{arg}` must be a Keras {arg} (an instance, a name or a callable). "
+                f"Received: {arg}={value!r}"
+            ) from None
+    if metrics is None:
+        return
+    if not isinstance(metrics, (list, tuple, dict)):
+        raise TypeError(
+            "`metrics` must be a list of metrics (or a dict per output). "
+            f"Received: metrics={metrics!r}"
+        )
+    flat = metrics.values() if isinstance(metrics, dict) else metrics
+    for metric in flat:
+        if not (isinstance(metric, str) or callable(metric) or isinstance(metric, (list, tuple))):
+            raise ValueError(
+                f"`metrics` must hold metric names, Metric objects or callables. "
+                f"Received: metrics={metrics!r}"
+            )
 
 
 def _name_if_generated(layer, name):

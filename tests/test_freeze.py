@@ -103,12 +103,14 @@ def test_train_top_blocks_is_block_aware_and_layer_wise_without_block_info():
     }
     plain = kerastl.FeatureExtractor(tiny_cnn(), freeze=TrainTopBlocks(2))
     assert trained(plain) == {"mix", "conv_c"}  # one block per weighted layer
-    assert trained(kerastl.FeatureExtractor(tiny_cnn(), freeze=TrainTopBlocks(99))) == {
+    assert trained(kerastl.FeatureExtractor(tiny_cnn(), freeze=TrainTopBlocks(5))) == {
         "conv_a",
         "conv_b",
         "mix",
         "conv_c",
-    }  # bn="frozen" keeps bn_a out
+    }  # all 5 blocks; bn="frozen" keeps bn_a out
+    with pytest.raises(ValueError, match=r"it has 5 blocks.*Received: n=6"):
+        kerastl.FeatureExtractor(tiny_cnn(), freeze=TrainTopBlocks(6))
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ class BackboneSpec:
     backends: tuple[str, ...] = BACKENDS
 
     def __post_init__(self):
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name or ""):
+        if not isinstance(self.name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
             raise ValueError(
                 f"A backbone name must be snake_case (letters, digits, `_`). "
                 f"Received: name={self.name!r}"
@@ -72,24 +72,14 @@ class BackboneSpec:
             )
         for arg in ("default_size", "min_size"):
             value = getattr(self, arg)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{arg}` must be a positive int. Received: {arg}={value!r}")
         if self.default_size < self.min_size:
             raise ValueError(
                 f"`default_size` must be at least `min_size`. Received: "
                 f"default_size={self.default_size}, min_size={self.min_size}"
             )
-        for arg in ("block_pattern", "block_end_pattern"):
-            pattern = getattr(self, arg)
-            if pattern is not None:
-                try:
-                    re.compile(pattern)
-                except re.error as e:
-                    raise ValueError(
-                        f"`{arg}` is not a valid regex ({e}). Received: {arg}={pattern!r}"
-                    ) from None
-        if self.block_pattern is not None and self.block_end_pattern is not None:
-            raise ValueError("Give `block_pattern` or `block_end_pattern`, not both.")
+        _check_block_patterns(self.block_pattern, self.block_end_pattern)
         if not self.backends or not set(self.backends) <= set(BACKENDS):
             raise ValueError(
                 f"`backends` must be a non-empty subset of {BACKENDS}. "
@@ -129,6 +119,9 @@ def split_blocks(model, block_pattern=None, block_end_pattern=None):
     (with the weightless layers after it), so block-aware code still works on
     any model.
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model. Received: model={model!r}")
+    _check_block_patterns(block_pattern, block_end_pattern)
     blocks: list[tuple[str, list[str]]] = []
     current = None
     end_next = False
@@ -180,6 +173,20 @@ def register_backbone(
     )
     ```
     """
+    if feature_layers is not None and not (
+        isinstance(feature_layers, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in feature_layers.items())
+    ):
+        raise TypeError(
+            "`feature_layers` must be a dict {feature key: layer name}. "
+            f"Received: feature_layers={feature_layers!r}"
+        )
+    if not isinstance(backends, (list, tuple)):
+        raise ValueError(
+            f"`backends` must be a non-empty subset of {BACKENDS}. Received: backends={backends!r}"
+        )
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"`overwrite` must be True or False. Received: overwrite={overwrite!r}")
     spec = BackboneSpec(
         name=name,
         constructor=constructor,
@@ -220,7 +227,36 @@ def get_backbone(name):
 
 def list_backbones(pattern=None):
     """Sorted registry names, optionally only those containing `pattern`."""
+    if pattern is not None and not isinstance(pattern, str):
+        raise TypeError(f"`pattern` must be a string or None. Received: pattern={pattern!r}")
     names = sorted(_REGISTRY)
     if pattern is not None:
         names = [n for n in names if pattern in n]
     return names
+
+
+def _check_block_patterns(block_pattern, block_end_pattern):
+    for arg, pattern in (
+        ("block_pattern", block_pattern),
+        ("block_end_pattern", block_end_pattern),
+    ):
+        if pattern is None:
+            continue
+        if not isinstance(pattern, str):
+            raise ValueError(f"`{arg}` must be a regex string. Received: {arg}={pattern!r}")
+        try:
+            groups = re.compile(pattern).groups
+        except re.error as e:
+            raise ValueError(
+                f"`{arg}` is not a valid regex ({e}). Received: {arg}={pattern!r}"
+            ) from None
+        if arg == "block_pattern" and groups < 1:
+            raise ValueError(
+                "`block_pattern` needs a group that names the block, e.g. r'^(block\\d+)_'. "
+                f"Received: block_pattern={pattern!r}"
+            )
+    if block_pattern is not None and block_end_pattern is not None:
+        raise ValueError(
+            "Give `block_pattern` or `block_end_pattern`, not both. "
+            f"Received: block_pattern={block_pattern!r}, block_end_pattern={block_end_pattern!r}"
+        )

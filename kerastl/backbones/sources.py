@@ -89,13 +89,13 @@ def resolve_backbone(
     backbone_kwargs = dict(backbone_kwargs or {})
     weights = check_weights_arg(weights)
     if input_shape is not None:
-        input_shape = _check_input_shape(input_shape)
+        input_shape = check_input_shape(input_shape)
 
     spec = None
     if isinstance(backbone, dict):
         backbone = keras.saving.deserialize_keras_object(backbone)
     elif isinstance(backbone, os.PathLike) or (
-        isinstance(backbone, str) and backbone.lower().endswith(MODEL_FILE_SUFFIXES)
+        isinstance(backbone, str) and is_model_path(backbone)
     ):
         backbone = _load_model_file(os.fspath(backbone))
     if isinstance(backbone, str):
@@ -156,11 +156,18 @@ def nested_models(model):
 # --- checks and helpers ----------------------------------------------------------------
 
 
+def is_model_path(name):
+    """Whether a backbone string names a file: registry names have no suffix nor separator."""
+    return name.lower().endswith(MODEL_FILE_SUFFIXES) or any(sep in name for sep in "/\\")
+
+
 def _check_cut_and_outputs(cut, outputs):
     if cut is not None and not isinstance(cut, str):
         raise TypeError(
             f"`cut` must be a layer name or feature key (a string). Received: cut={cut!r}"
         )
+    if cut == "":
+        raise ValueError(f"`cut` must name a layer or feature key. Received: cut={cut!r}")
     if cut is not None and outputs is not None:
         raise ValueError(
             f"Give `cut` or `outputs`, not both. Received: cut={cut!r}, outputs={outputs!r}"
@@ -169,7 +176,7 @@ def _check_cut_and_outputs(cut, outputs):
         isinstance(outputs, str)
         or not isinstance(outputs, (list, tuple))
         or not outputs
-        or not all(isinstance(o, str) for o in outputs)
+        or not all(isinstance(o, str) and o for o in outputs)
         or len(set(outputs)) != len(outputs)
     ):
         raise TypeError(
@@ -178,11 +185,9 @@ def _check_cut_and_outputs(cut, outputs):
         )
 
 
-def _check_input_shape(input_shape):
+def check_input_shape(input_shape):
     try:
-        shape = tuple(
-            None if d is None else _positive_int(d) for d in input_shape
-        )
+        shape = tuple(None if d is None else _positive_int(d) for d in input_shape)
     except (TypeError, ValueError):
         shape = None
     if shape is None or len(shape) != 3:
@@ -247,7 +252,13 @@ def _global_dtype_policy(policy):
         yield
         return
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
+    try:
+        keras.config.set_dtype_policy(policy)
+    except ValueError:
+        raise ValueError(
+            f"`dtype` must be a dtype policy or its name ('float32', 'mixed_float16', ...). "
+            f"Received: dtype={policy!r}"
+        ) from None
     try:
         yield
     finally:

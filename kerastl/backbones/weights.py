@@ -41,7 +41,17 @@ def check_weights_arg(weights):
             f"`weights` must be 'imagenet', None or the path to a weights file. "
             f"Received: weights={weights!r}"
         )
+    if os.path.isdir(weights):
+        raise IsADirectoryError(
+            f"`weights` names a directory, not a weights file. Received: weights={weights!r}"
+        )
     if not os.path.isfile(weights):
+        if not os.path.splitext(weights)[1] and not any(sep in weights for sep in "/\\"):
+            # A bare word is a misspelt option more likely than a missing file.
+            raise ValueError(
+                f"`weights` must be 'imagenet', None or the path to a weights file. "
+                f"Received: weights={weights!r}"
+            )
         raise FileNotFoundError(
             f"`weights` names a file that does not exist. Received: weights={weights!r}"
         )
@@ -54,7 +64,7 @@ def build_with_weights(spec, input_shape, weights, **kwargs):
     if weights == "imagenet":
         try:
             with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-                return spec.build(input_shape, weights="imagenet", **kwargs)
+                return _build(spec, input_shape, "imagenet", kwargs)
         except Exception as e:  # keras wraps every fetch failure in a plain Exception
             message = str(e)
             if "URL fetch failure" not in message and not isinstance(e, OSError):
@@ -69,10 +79,24 @@ def build_with_weights(spec, input_shape, weights, **kwargs):
                 f" set KERAS_HOME to move it) or pass the path of a local weights file: "
                 f"weights='/path/to/{fname}'. Received: weights='imagenet'"
             ) from None
-    model = spec.build(input_shape, weights=None, **kwargs)
+    model = _build(spec, input_shape, None, kwargs)
     if weights is not None:
         load_weights_file(model, weights, owner=f"backbone {spec.name!r}")
     return model
+
+
+def _build(spec, input_shape, weights, kwargs):
+    """`spec.build(...)`; a constructor that rejects `kwargs` says so by name."""
+    if not kwargs:
+        return spec.build(input_shape, weights=weights)
+    try:
+        return spec.build(input_shape, weights=weights, **kwargs)
+    except (TypeError, ValueError) as e:
+        reason = str(e).strip().split("\n")[0][:300]
+        raise ValueError(
+            f"Backbone {spec.name!r} could not be built with these `backbone_kwargs` "
+            f"({type(e).__name__}: {reason}). Received: backbone_kwargs={kwargs!r}"
+        ) from None
 
 
 def load_weights_file(model, path, owner):

@@ -117,8 +117,9 @@ class TrainTopBlocks(FreezePolicy):
 
     Blocks come from the backbone registry (`block_1` ... `block_16` for
     MobileNetV2); a model without block information has one block per layer
-    that holds weights. `n` larger than the number of blocks trains them all;
-    `n=0` trains none.
+    that holds weights. `n=0` trains none; `n` larger than the number of
+    blocks raises `ValueError` when the policy is applied (`FreezeNone()`
+    trains everything).
 
     Args:
         n: number of blocks to train, counted from the output.
@@ -130,6 +131,12 @@ class TrainTopBlocks(FreezePolicy):
         self.n = int(n)
 
     def trainable_layers(self, model, blocks):
+        if self.n > len(blocks):
+            raise ValueError(
+                f"{self!r} asks for more blocks than model {model.name!r} has: it has "
+                f"{len(blocks)} blocks (use FreezeNone() to train them all). "
+                f"Received: n={self.n}"
+            )
         if self.n == 0:
             return set()
         return {name for _, layers in blocks[-self.n :] for name in layers}
@@ -214,7 +221,7 @@ class TrainPattern(_PatternPolicy):
 
 class _Composite(FreezePolicy):
     def __init__(self, policies):
-        if isinstance(policies, (str, FreezePolicy, dict)) or not policies:
+        if not isinstance(policies, (list, tuple)) or not policies:
             raise ValueError(
                 f"`policies` must be a non-empty list of policies. Received: policies={policies!r}"
             )
@@ -269,7 +276,10 @@ def get_policy(freeze):
             f"`kerastl.freeze` policy object. Received: freeze={freeze!r}"
         )
     if isinstance(freeze, dict):
-        policy = keras.saving.deserialize_keras_object(freeze)
+        try:
+            policy = keras.saving.deserialize_keras_object(freeze)
+        except (TypeError, ValueError, KeyError):
+            policy = None
         if isinstance(policy, FreezePolicy):
             return policy
     raise ValueError(

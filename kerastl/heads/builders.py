@@ -1,11 +1,6 @@
 """One builder per task: the usual way to make a `TaskHead`."""
 
-from kerastl.heads.task_head import TaskHead
-
-
-def _check_count(value, arg):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{arg}` must be a positive int. Received: {arg}={value!r}")
+from kerastl.heads.task_head import TaskHead, check_positive_int
 
 
 def binary(**options):
@@ -31,7 +26,7 @@ def multiclass(num_classes, sparse_labels=True, **options):
     Loss: (sparse) categorical cross-entropy, matching `sparse_labels` (integer
     ids by default, one-hot with `sparse_labels=False`); metric: accuracy.
     """
-    _check_count(num_classes, "num_classes")
+    check_positive_int(num_classes, "num_classes")
     if num_classes == 1:
         raise ValueError(
             "A multiclass head needs at least 2 classes; for one yes/no output use "
@@ -46,11 +41,11 @@ def multilabel(num_labels, **options):
     Loss: binary cross-entropy over the labels (multi-hot targets); metric:
     binary accuracy.
     """
-    _check_count(num_labels, "num_labels")
+    check_positive_int(num_labels, "num_labels")
     return TaskHead("multilabel", num_labels, **options)
 
 
 def regression(units=1, **options):
     """`units` real-valued outputs, linear. Loss: mean squared error; metric: MAE."""
-    _check_count(units, "units")
+    check_positive_int(units, "units")
     return TaskHead("regression", units, **options)

@@ -1,4 +1,5 @@
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -84,19 +85,26 @@ class TaskHead(keras.layers.Layer):
         super().__init__(**kwargs)
         if task not in TASKS:
             raise ValueError(f"`task` must be one of {TASKS}. Received: task={task!r}")
-        _check_positive_int(num_outputs, "num_outputs")
+        check_positive_int(num_outputs, "num_outputs")
         if task == "binary" and num_outputs != 1:
             raise ValueError(
                 "A binary head has one output (the probability of the positive class). "
                 f"Received: num_outputs={num_outputs!r}"
             )
-        if isinstance(hidden, int):
-            hidden = (hidden,)
-        hidden = tuple(hidden or ())
-        for units in hidden:
-            _check_positive_int(units, "hidden", shown=hidden)
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        hidden = _check_hidden(hidden)
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, numbers.Real)
+            or not 0 <= dropout < 1
+        ):
             raise ValueError(f"`dropout` must be a rate in [0, 1). Received: dropout={dropout!r}")
+        for arg, value in (
+            ("batchnorm", batchnorm),
+            ("logits", logits),
+            ("sparse_labels", sparse_labels),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{arg}` must be True or False. Received: {arg}={value!r}")
         if pooling not in HEAD_POOLING:
             raise ValueError(
                 f"`pooling` must be one of {HEAD_POOLING}. Received: pooling={pooling!r}"
@@ -106,19 +114,13 @@ class TaskHead(keras.layers.Layer):
                 "A regression head has no logits: its output is linear. Received: logits=True"
             )
         if class_names is not None:
-            class_names = [str(name) for name in class_names]
-            expected = 2 if task == "binary" else num_outputs
-            if len(class_names) != expected:
-                raise ValueError(
-                    f"`class_names` must have {expected} names for this {task} head. "
-                    f"Received: class_names={class_names!r}"
-                )
+            class_names = _check_class_names(class_names, 2 if task == "binary" else num_outputs)
         self.task = task
         self.num_outputs = int(num_outputs)
         self.hidden = hidden
         self.dropout = float(dropout)
         self.batchnorm = bool(batchnorm)
-        self.activation = keras.activations.serialize(keras.activations.get(activation))
+        self.activation = _check_activation(activation)
         self.pooling = pooling
         self.logits = bool(logits)
         self.priors = _check_priors(priors, task, self.num_outputs)
@@ -272,10 +274,53 @@ class TaskHead(keras.layers.Layer):
         return config
 
 
-def _check_positive_int(value, arg, shown=None):
-    shown = value if shown is None else shown
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{arg}` must be a positive int. Received: {arg}={shown!r}")
+def check_positive_int(value, arg):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{arg}` must be a positive int. Received: {arg}={value!r}")
+
+
+def _check_hidden(hidden):
+    if hidden is None:
+        return ()
+    units = (hidden,) if isinstance(hidden, numbers.Integral) else hidden
+    if not isinstance(units, (list, tuple)) or not all(
+        not isinstance(u, bool) and isinstance(u, numbers.Integral) and u >= 1 for u in units
+    ):
+        raise ValueError(
+            "`hidden` must be a positive int or a list of them (units of the hidden Dense "
+            f"layers). Received: hidden={hidden!r}"
+        )
+    return tuple(int(u) for u in units)
+
+
+def _check_class_names(class_names, expected):
+    if isinstance(class_names, str) or not isinstance(class_names, (list, tuple)):
+        raise TypeError(
+            f"`class_names` must be a list of strings. Received: class_names={class_names!r}"
+        )
+    if not all(isinstance(name, str) and name for name in class_names):
+        bad = [name for name in class_names if not isinstance(name, str)]
+        if bad:
+            raise TypeError(f"`class_names` must be strings. Received: class_names={class_names!r}")
+        raise ValueError(f"`class_names` must not be empty. Received: class_names={class_names!r}")
+    if len(class_names) != expected:
+        raise ValueError(
+            f"`class_names` must have {expected} names for this head. "
+            f"Received: class_names={class_names!r}"
+        )
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f"`class_names` must be distinct. Received: class_names={class_names!r}")
+    return [str(name) for name in class_names]
+
+
+def _check_activation(activation):
+    try:
+        return keras.activations.serialize(keras.activations.get(activation))
+    except (TypeError, ValueError):
+        raise ValueError(
+            "`activation` must be a Keras activation (a name such as 'relu' or a function). "
+            f"Received: activation={activation!r}"
+        ) from None
 
 
 def _check_priors(priors, task, num_outputs):
@@ -286,11 +331,13 @@ def _check_priors(priors, task, num_outputs):
             f"`priors` are class frequencies; a regression head has none. "
             f"Received: priors={priors!r}"
         )
-    values = [priors] if isinstance(priors, (int, float)) else list(priors)
-    try:
-        values = [float(p) for p in values]
-    except (TypeError, ValueError):
+    values = [priors] if isinstance(priors, numbers.Real) else priors
+    if isinstance(values, (str, bytes)) or not all(
+        isinstance(p, numbers.Real) and not isinstance(p, bool) for p in _iterable(values)
+    ):
         values = None
+    else:
+        values = [float(p) for p in values]
     if values is None or len(values) != num_outputs or not all(0 < p < 1 for p in values):
         raise ValueError(
             f"`priors` must be {num_outputs} class frequencies, each in (0, 1). "
@@ -302,6 +349,13 @@ def _check_priors(priors, task, num_outputs):
             f"Received: priors={priors!r}"
         )
     return values
+
+
+def _iterable(values):
+    try:
+        return list(values)
+    except TypeError:
+        return [None]
 
 
 def _prior_bias(priors, task):

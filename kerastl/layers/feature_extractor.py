@@ -3,9 +3,9 @@ from keras import ops
 
 from kerastl import _keras_private
 from kerastl.backbones.sources import (
-    MODEL_FILE_SUFFIXES,
     compatible_shapes,
     feature_map_ranks,
+    is_model_path,
     nested_models,
     resolve_backbone,
 )
@@ -144,11 +144,12 @@ class FeatureExtractor(keras.layers.Layer):
         The new policy is what `get_config` saves. A compiled model must be
         recompiled to see the change (`kerastl.set_freeze` does both).
         """
-        if freeze is not None:
-            self.freeze = get_policy(freeze)
-        if bn is not None:
-            self.bn = validate_bn(bn)
-        return set_trainable(self.backbone, self.freeze, self.blocks, bn=self.bn)
+        freeze = self.freeze if freeze is None else get_policy(freeze)
+        bn = self.bn if bn is None else validate_bn(bn)
+        # A policy that does not fit the backbone raises before anything changes.
+        trained = set_trainable(self.backbone, freeze, self.blocks, bn=bn)
+        self.freeze, self.bn = freeze, bn
+        return trained
 
     @property
     def fully_frozen(self):
@@ -233,7 +234,7 @@ class FeatureExtractor(keras.layers.Layer):
         config = dict(config)
         backbone = config.get("backbone")
         if not isinstance(backbone, (str, dict)) or (
-            isinstance(backbone, str) and backbone.lower().endswith(MODEL_FILE_SUFFIXES)
+            isinstance(backbone, str) and is_model_path(backbone)
         ):
             # A loaded config never opens other files: a model file's backbone is
             # stored serialised, a registry one by name.

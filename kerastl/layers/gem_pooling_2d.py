@@ -1,3 +1,6 @@
+import math
+import numbers
+
 import keras
 from keras import ops
 
@@ -27,10 +30,19 @@ class GeMPooling2D(keras.layers.Layer):
 
     def __init__(self, p=3.0, eps=1e-6, trainable_p=True, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(p, (int, float)) or p <= 0:
-            raise ValueError(f"`p` must be a positive number. Received: p={p!r}")
-        if not isinstance(eps, (int, float)) or eps <= 0:
-            raise ValueError(f"`eps` must be a positive number. Received: eps={eps!r}")
+        for arg, value in (("p", p), ("eps", eps)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not (0 < value < math.inf)
+            ):
+                raise ValueError(
+                    f"`{arg}` must be a positive, finite number. Received: {arg}={value!r}"
+                )
+        if not isinstance(trainable_p, bool):
+            raise TypeError(
+                f"`trainable_p` must be True or False. Received: trainable_p={trainable_p!r}"
+            )
         self.p = float(p)
         self.eps = float(eps)
         self.trainable_p = bool(trainable_p)

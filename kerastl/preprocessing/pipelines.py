@@ -1,6 +1,9 @@
 """Preprocessing pipelines: layers that live in the model, ahead of the backbone."""
 
+import numbers
+
 import keras
+import numpy as np
 
 from kerastl.backbones import get_backbone
 from kerastl.backbones.registry import BackboneSpec
@@ -26,6 +29,7 @@ def augmentation(preset="medium", seed=None):
             f"`augment` must be one of {AUGMENT_PRESETS} or a list of layers. "
             f"Received: augment={preset!r}"
         )
+    _check_seed(seed)
     L = keras.layers
     seeds = iter(range(seed, seed + 10)) if seed is not None else iter([None] * 10)
     if preset == "none":
@@ -69,6 +73,10 @@ def pipeline(
     backbone's weights from the registry (caffe / tf / torch; nothing for
     backbones that rescale inside, such as EfficientNet and ConvNeXt).
 
+    Pixel values are not checked here: inside a traced `fit` or `predict` a
+    layer cannot raise on data, so NaN or infinite pixels pass through and
+    come out as NaN. `kerastl.data` refuses them where the images come in.
+
     Args:
         backbone: a `FeatureExtractor` (its backbone and input size are used),
             a registry name or a `BackboneSpec`. `None` needs `mode`.
@@ -95,6 +103,14 @@ def pipeline(
     print(tuple(prep(cifar_like, training=False).shape))  # (2, 96, 96, 3)
     ```
     """
+    if not isinstance(crop_to_aspect_ratio, bool):
+        raise TypeError(
+            "`crop_to_aspect_ratio` must be True or False. "
+            f"Received: crop_to_aspect_ratio={crop_to_aspect_ratio!r}"
+        )
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a string. Received: name={name!r}")
+    _check_seed(seed)
     spec, size = _resolve_backbone(backbone)
     if mode is None:
         if spec is None:
@@ -106,6 +122,7 @@ def pipeline(
     layers = [GrayscaleToRGB(name="to_rgb")]
     target = _resize_target(resize, size)
     if target is not None:
+        _check_interpolation(interpolation)
         layers.append(
             keras.layers.Resizing(
                 *target,
@@ -154,15 +171,35 @@ def _resize_target(resize, size):
         return None
     if resize is None or resize is True:
         return size
-    if isinstance(resize, int) and not isinstance(resize, bool):
-        resize = (resize, resize)
+    target = (resize, resize) if isinstance(resize, numbers.Integral) else resize
     if (
-        isinstance(resize, (tuple, list))
-        and len(resize) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in resize)
+        isinstance(target, (tuple, list))
+        and len(target) == 2
+        and all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in target
+        )
     ):
-        return tuple(resize)
+        return tuple(int(s) for s in target)
     raise ValueError(
         "`resize` must be None (the backbone's size), False, an int or (height, width). "
         f"Received: resize={resize!r}"
     )
+
+
+def _check_seed(seed):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
+
+
+def _check_interpolation(interpolation):
+    # keras.layers.Resizing checks only when it first resizes: try it on one pixel.
+    try:
+        keras.ops.image.resize(
+            np.zeros((1, 1, 1, 1), "float32"), (1, 1), interpolation=interpolation
+        )
+    except (TypeError, ValueError):
+        raise ValueError(
+            "`interpolation` must be a `keras.layers.Resizing` interpolation this backend "
+            f"supports ('bilinear', 'nearest', 'bicubic', ...). "
+            f"Received: interpolation={interpolation!r}"
+        ) from None

@@ -5,7 +5,9 @@ import re
 import keras
 
 from kerastl._keras_private import flatten_layers
+from kerastl.backbones.registry import split_blocks
 from kerastl.freeze.policies import TrainTopBlocks, get_policy
+from kerastl.layers.feature_extractor import find_extractor
 from kerastl.training.per_layer_lr import PerLayerLR
 from kerastl.training.policy import change_freeze
 from kerastl.training.recompile import clone_optimizer, recompile_model
@@ -30,7 +32,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
             epoch <= the current one applies, so a resumed `fit`
             (`initial_epoch`) starts in the right state.
         every: instead of `schedule`: one more block trains every `every`
-            epochs (`TrainTopBlocks(epoch // every)`).
+            epochs (`TrainTopBlocks(epoch // every)`), up to all of them.
         lr_multiplier: optional learning-rate multiplier for the layers this
             callback unfreezes (the head keeps 1); the optimizer is wrapped in
             `kerastl.optimizers.PerLayerLR` for that.
@@ -57,29 +59,40 @@ class GradualUnfreezing(keras.callbacks.Callback):
         if lr_multiplier is not None and (
             isinstance(lr_multiplier, bool)
             or not isinstance(lr_multiplier, numbers.Real)
-            or not lr_multiplier >= 0
+            or not 0 <= lr_multiplier < math.inf
         ):
             raise ValueError(
-                f"`lr_multiplier` must be a number >= 0. Received: lr_multiplier={lr_multiplier!r}"
+                f"`lr_multiplier` must be a finite number >= 0. "
+                f"Received: lr_multiplier={lr_multiplier!r}"
             )
+        if not isinstance(verbose, numbers.Integral):
+            raise TypeError(f"`verbose` must be an int or bool. Received: verbose={verbose!r}")
+        if verbose < 0:
+            raise ValueError(f"`verbose` must be >= 0. Received: verbose={verbose!r}")
         self.schedule = _check_schedule(schedule) if schedule is not None else None
         self.every = every
         self.lr_multiplier = lr_multiplier
         self.verbose = verbose
         self.unfrozen = {}  # epoch -> names of the layers unfrozen then
 
-    def policy_for(self, epoch):
-        """The policy due at `epoch`, `None` before the first scheduled epoch."""
+    def policy_for(self, epoch, model=None):
+        """The policy due at `epoch`, `None` before the first scheduled epoch.
+
+        With `every`, `model` caps the number of blocks at the number it has.
+        """
         if self.every is not None:
-            return TrainTopBlocks(epoch // self.every)
+            n = epoch // self.every
+            if model is not None:
+                n = min(n, _block_count(model))
+            return TrainTopBlocks(n)
         due = [policy for start, policy in self.schedule if start <= epoch]
         return due[-1] if due else None
 
     def on_epoch_begin(self, epoch, logs=None):
-        policy = self.policy_for(epoch)
+        model = self.model
+        policy = self.policy_for(epoch, model)
         if policy is None:
             return
-        model = self.model
         before = _trained_layers(model)
         change_freeze(model, policy)
         after = _trained_layers(model)
@@ -140,13 +153,26 @@ def _check_schedule(schedule):
     for epoch in epochs:
         if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
             raise ValueError(
-                f"`schedule` epochs must be ints >= 0. Received: schedule epoch={epoch!r}"
+                f"`schedule` epochs must be ints >= 0; {epoch!r} is not. "
+                f"Received: schedule={schedule!r}"
             )
     if epochs != sorted(epochs):
         raise ValueError(
-            f"`schedule` epochs must be in increasing order. Received: schedule epochs={epochs}"
+            f"`schedule` epochs must be in increasing order. Received: schedule={schedule!r}"
         )
-    return [(int(epoch), get_policy(policy)) for epoch, policy in schedule.items()]
+    checked = []
+    for epoch, policy in schedule.items():
+        try:
+            checked.append((int(epoch), get_policy(policy)))
+        except ValueError as e:
+            raise ValueError(f"{e} (epoch {epoch}). Received: schedule={schedule!r}") from None
+    return checked
+
+
+def _block_count(model):
+    """The number of blocks `TrainTopBlocks` counts in `model` (as `change_freeze` applies it)."""
+    extractor = find_extractor(model)
+    return len(extractor.blocks if extractor is not None else split_blocks(model))
 
 
 def _trained_layers(model):

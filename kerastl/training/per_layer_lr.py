@@ -1,3 +1,4 @@
+import math
 import numbers
 import re
 
@@ -52,7 +53,10 @@ class PerLayerLR(keras.optimizers.Optimizer):
     def __init__(
         self, optimizer, multipliers=None, layer_decay=None, blocks=None, name="per_layer_lr"
     ):
-        inner = keras.optimizers.get(optimizer)
+        try:
+            inner = keras.optimizers.get(optimizer)
+        except (TypeError, ValueError):
+            inner = None
         if not isinstance(inner, keras.optimizers.Optimizer) or isinstance(inner, PerLayerLR):
             raise ValueError(
                 "`optimizer` must be a Keras optimizer (not a PerLayerLR). "
@@ -117,9 +121,13 @@ class PerLayerLR(keras.optimizers.Optimizer):
     # --- optimizer API ----------------------------------------------------------
 
     def build(self, var_list):
-        scales = {_keras_private.variable_key(self, v): self.multiplier_for_path(v.path) for v in var_list}
+        scales = {
+            _keras_private.variable_key(self, v): self.multiplier_for_path(v.path) for v in var_list
+        }
         self._scales = scales
-        self.inner_optimizer.build([v for v in var_list if scales[_keras_private.variable_key(self, v)] > 0])
+        self.inner_optimizer.build(
+            [v for v in var_list if scales[_keras_private.variable_key(self, v)] > 0]
+        )
         super().build(var_list)
 
     @property
@@ -255,9 +263,13 @@ def _check_multipliers(multipliers):
             raise ValueError(
                 f"`multipliers` key is not a valid regex ({e}). Received: multipliers key={key!r}"
             ) from None
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not 0 <= value < math.inf
+        ):
             raise ValueError(
-                f"Learning-rate multipliers must be numbers >= 0 (0: no update). "
+                f"Learning-rate multipliers must be finite numbers >= 0 (0: no update). "
                 f"Received: multipliers[{key!r}]={value!r}"
             )
         checked[key] = float(value)
@@ -271,16 +283,20 @@ def _resolve_blocks(blocks):
             return [(name, list(layers)) for name, layers in extractor.blocks]
         if isinstance(blocks, keras.Model):
             return split_blocks(blocks)
-    elif isinstance(blocks, (list, tuple)) and all(
-        isinstance(b, (list, tuple))
-        and len(b) == 2
-        and isinstance(b[0], str)
-        and isinstance(b[1], (list, tuple))
-        for b in blocks
+    elif (
+        isinstance(blocks, (list, tuple))
+        and blocks
+        and all(
+            isinstance(b, (list, tuple))
+            and len(b) == 2
+            and isinstance(b[0], str)
+            and isinstance(b[1], (list, tuple))
+            for b in blocks
+        )
     ):
         return [(name, list(layers)) for name, layers in blocks]
     raise ValueError(
-        "`blocks` must be a FeatureExtractor, a keras.Model or a list of "
+        "`blocks` must be a FeatureExtractor, a keras.Model or a non-empty list of "
         f"(block_name, [layer names]). Received: blocks={blocks!r}"
     )
 

@@ -24,9 +24,7 @@ def recompile_model(model, optimizer=None):
         `model`.
     """
     if not isinstance(model, keras.Model) or not getattr(model, "compiled", False):
-        raise ValueError(
-            f"`model` must be a compiled keras.Model. Received: model={model!r}"
-        )
+        raise ValueError(f"`model` must be a compiled keras.Model. Received: model={model!r}")
     if optimizer is not None and not isinstance(optimizer, keras.optimizers.Optimizer):
         raise TypeError(
             f"`optimizer` must be a Keras optimizer or None. Received: optimizer={optimizer!r}"
@@ -50,6 +48,8 @@ def recompile_model(model, optimizer=None):
 
 def clone_optimizer(optimizer):
     """A new, unbuilt optimizer of the same class and config."""
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(f"`optimizer` must be a Keras optimizer. Received: optimizer={optimizer!r}")
     return type(optimizer).from_config(optimizer.get_config())
 
 
