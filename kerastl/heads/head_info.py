@@ -6,7 +6,9 @@ from kerastl.heads.task_head import TaskHead
 
 def find_head(model):
     """The `TaskHead` of a model (the layer named `"head"` first), or None."""
-    heads = [layer for layer in flatten_layers(model, include_self=True) if isinstance(layer, TaskHead)]
+    heads = [
+        layer for layer in flatten_layers(model, include_self=True) if isinstance(layer, TaskHead)
+    ]
     named = [layer for layer in heads if layer.name == "head"]
     return (named or heads or [None])[0]
 
