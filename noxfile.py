@@ -2,6 +2,7 @@
 
 nox                          lint, tests on the three backends, cross-backend loads
 nox -s "tests(jax)"          one backend
+nox -s keras_floor           the tests on the oldest Keras pyproject.toml claims
 nox -s "gpu(torch)"          GPU-marked tests and benchmarks, current interpreter
 """
 
@@ -18,10 +19,12 @@ ONNX = {
     "jax": ["jax2onnx", "onnx", "onnxruntime"],
     "torch": ["onnx", "onnxscript", "onnxruntime"],
 }
+# The oldest Keras that pyproject.toml claims ("keras>=..."): keras_floor tests it.
+KERAS_FLOOR = "3.10.0"
 # Tests run in parallel processes (pytest-xdist): on 2 cores it halves the JAX run.
 PARALLEL = ["-n", "auto", "--maxprocesses", "4"]
 
-nox.options.sessions = ["lint", "tests", "cross_backend"]
+nox.options.sessions = ["lint", "tests", "cross_backend", "keras_floor"]
 nox.options.reuse_existing_virtualenvs = False
 
 
@@ -56,6 +59,30 @@ def tests(session, backend):
         *PARALLEL,
         *session.posargs,
         env={"KERAS_BACKEND": backend},
+    )
+
+
+@nox.session
+def keras_floor(session):
+    """The tests on the oldest Keras the package claims, on torch.
+
+    torch, because TensorFlow 2.21 requires a newer Keras than the floor and JAX
+    runs convolutions ~5x slower on CPU.
+    """
+    _install(session, "torch")
+    session.install(f"keras=={KERAS_FLOOR}")
+    session.run(
+        "python",
+        "-c",
+        f"import keras; assert keras.__version__ == {KERAS_FLOOR!r}, keras.__version__",
+    )
+    session.run(
+        "pytest",
+        "-m",
+        "not gpu and not cross_backend",
+        *PARALLEL,
+        *session.posargs,
+        env={"KERAS_BACKEND": "torch"},
     )
 
 

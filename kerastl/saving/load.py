@@ -50,6 +50,8 @@ def _load_model(path, compile, safe_mode, custom_objects, arg="path"):
     archive.remove_stale_staging(os.path.dirname(os.path.abspath(path)))
     if _is_legacy_h5(path, arg):
         meta = _legacy_metadata(path, arg)
+        if safe_mode:
+            _refuse_legacy_code(path, arg)
         model = _keras_load(path, path, False, safe_mode, custom_objects, arg)
     else:
         with archive.open_keras_zip(path, arg) as zf:
@@ -170,6 +172,38 @@ def _keras_load(source, path, compile, safe_mode, custom_objects, arg):
             f"Could not load a Keras model from the file ({type(e).__name__}: {first}). "
             f"Received: {arg}={path!r}"
         ) from e
+
+
+def _refuse_legacy_code(path, arg):
+    """safe_mode for legacy .h5 files, checked here: older Keras (3.10) loads their
+    Lambda bytecode even with safe_mode=True."""
+    with h5py.File(path, "r") as f:
+        config = f.attrs.get("model_config")
+    if isinstance(config, bytes):
+        config = config.decode("utf-8", "replace")
+    try:
+        config = json.loads(config) if isinstance(config, str) else None
+    except ValueError:
+        config = None
+    if _holds_code(config):
+        raise ValueError(
+            "The model file holds Python code (e.g. a Lambda layer) and safe_mode is "
+            "on: loading it could run arbitrary code. Pass safe_mode=False only if "
+            f"you trust the file. Received: {arg}={path!r}"
+        )
+
+
+def _holds_code(obj):
+    if isinstance(obj, list):
+        return any(_holds_code(item) for item in obj)
+    if not isinstance(obj, dict):
+        return False
+    if obj.get("class_name") in ("__lambda__", "__function__") or (
+        obj.get("class_name") == "Lambda"
+        and not isinstance((obj.get("config") or {}).get("function"), str)
+    ):
+        return True
+    return any(_holds_code(value) for value in obj.values())
 
 
 def _full_metadata(stored, keras_meta):
