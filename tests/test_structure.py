@@ -9,7 +9,7 @@ PACKAGE = pathlib.Path(__file__).parent.parent / "kerastl"
 
 # Bottom to top. A module may import from its own part or from parts below it.
 LEVELS = [
-    {"_version", "_keras_private"},
+    {"_version", "_keras_private", "_checks"},
     {"backbones"},
     {"freeze"},
     {"data"},
@@ -162,4 +162,4 @@ def test_freeze_holds_pure_policies(part):
         if _part(module) == part
         for name in names
     }
-    assert reach <= {"freeze", "backbones", "_keras_private", "_version"}, reach
+    assert reach <= {"freeze", "backbones", "_keras_private", "_version", "_checks"}, reach

@@ -4,6 +4,7 @@ import re
 
 import keras
 
+from kerastl._checks import is_finite_number
 from kerastl._keras_private import flatten_layers
 from kerastl.backbones.registry import split_blocks
 from kerastl.freeze.policies import TrainTopBlocks, get_policy
@@ -56,11 +57,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
             isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1
         ):
             raise ValueError(f"`every` must be an int >= 1. Received: every={every!r}")
-        if lr_multiplier is not None and (
-            isinstance(lr_multiplier, bool)
-            or not isinstance(lr_multiplier, numbers.Real)
-            or not 0 <= lr_multiplier < math.inf
-        ):
+        if lr_multiplier is not None and not is_finite_number(lr_multiplier, minimum=0):
             raise ValueError(
                 f"`lr_multiplier` must be a finite number >= 0. "
                 f"Received: lr_multiplier={lr_multiplier!r}"

@@ -1,4 +1,3 @@
-import math
 import numbers
 import re
 
@@ -6,6 +5,7 @@ import keras
 from keras import ops
 
 from kerastl import _keras_private
+from kerastl._checks import is_finite_number
 from kerastl.backbones.registry import split_blocks
 from kerastl.layers.feature_extractor import find_extractor
 
@@ -263,11 +263,7 @@ def _check_multipliers(multipliers):
             raise ValueError(
                 f"`multipliers` key is not a valid regex ({e}). Received: multipliers key={key!r}"
             ) from None
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not 0 <= value < math.inf
-        ):
+        if not is_finite_number(value, minimum=0):
             raise ValueError(
                 f"Learning-rate multipliers must be finite numbers >= 0 (0: no update). "
                 f"Received: multipliers[{key!r}]={value!r}"
