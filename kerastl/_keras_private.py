@@ -8,6 +8,7 @@ instead of deep inside a training run.
 
 import os
 
+import keras
 from keras.src.utils.tracking import DotNotTrackScope
 
 try:
@@ -107,3 +108,28 @@ def restore_compile_objects(model, objects):
     """
     with DotNotTrackScope():
         model._compile_loss, model._compile_metrics, model._loss_tracker = objects
+
+
+def public_classes(obj):
+    """A serialised config with torch's private optimizer classes named by their public ones.
+
+    On torch Keras swaps in fused optimizer classes from
+    `keras.src.backend.torch.optimizers` and records that module; TF and JAX
+    cannot import it. The public `keras.optimizers` class of the same name
+    loads everywhere.
+    """
+    if isinstance(obj, list):
+        return [public_classes(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    obj = {k: public_classes(v) for k, v in obj.items()}
+    module, name = obj.get("module"), obj.get("class_name")
+    if (
+        isinstance(module, str)
+        and module.startswith("keras.src.backend.")
+        and ".optimizers" in module
+        and isinstance(getattr(keras.optimizers, str(name), None), type)
+    ):
+        obj["module"] = "keras.optimizers"
+        obj["registered_name"] = None
+    return obj

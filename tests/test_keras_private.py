@@ -134,3 +134,23 @@ def test_compile_objects_survive_a_recompile_without_joining_the_metric_list():
     logs = model.evaluate(x, y, verbose=0, return_dict=True)
     expected = float(np.mean(keras.ops.convert_to_numpy(model(x)) ** 2))
     assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_public_classes_names_torch_fused_optimizers_by_their_public_class():
+    private_config = {
+        "module": "keras.src.backend.torch.optimizers.torch_adam",
+        "class_name": "Adam",
+        "config": {"learning_rate": 0.1},
+        "registered_name": "Adam",
+    }
+    public = private.public_classes({"optimizer": private_config, "loss": "mse"})
+    assert public["optimizer"]["module"] == "keras.optimizers"
+    assert public["optimizer"]["registered_name"] is None
+    assert public["loss"] == "mse"
+    optimizer = keras.optimizers.deserialize(public["optimizer"])
+    assert type(optimizer).__name__ == "Adam"
+    assert float(optimizer.learning_rate) == pytest.approx(0.1)
+    # What this backend's Keras records for its own Adam loads back after the rewrite.
+    recorded = keras.optimizers.serialize(keras.optimizers.Adam(0.2))
+    rebuilt = keras.optimizers.deserialize(private.public_classes(recorded))
+    assert float(rebuilt.learning_rate) == pytest.approx(0.2)

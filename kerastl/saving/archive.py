@@ -10,7 +10,7 @@ import tempfile
 import time
 import zipfile
 
-import keras
+from kerastl import _keras_private
 
 try:
     import fcntl
@@ -87,28 +87,10 @@ def neutral_compile_config(config):
     """
     if not isinstance(config, dict):
         return config
-    config = _public_classes(copy.deepcopy(config))
+    config = _keras_private.public_classes(copy.deepcopy(config))
     if "jit_compile" in config:
         config["jit_compile"] = "auto"
     return config
-
-
-def _public_classes(obj):
-    if isinstance(obj, list):
-        return [_public_classes(v) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    obj = {k: _public_classes(v) for k, v in obj.items()}
-    module, name = obj.get("module"), obj.get("class_name")
-    if (
-        isinstance(module, str)
-        and module.startswith("keras.src.backend.")
-        and ".optimizers" in module
-        and isinstance(getattr(keras.optimizers, str(name), None), type)
-    ):
-        obj["module"] = "keras.optimizers"
-        obj["registered_name"] = None
-    return obj
 
 
 def rewrite(src, dst, config=None, extra=None):

@@ -189,7 +189,9 @@ class PerLayerLR(keras.optimizers.Optimizer):
     def get_config(self):
         return {
             "name": self.name,
-            "optimizer": _serialize_public(self.inner_optimizer),
+            "optimizer": _keras_private.public_classes(
+                keras.optimizers.serialize(self.inner_optimizer)
+            ),
             "multipliers": dict(self.multipliers),
             "layer_decay": self.layer_decay,
             "blocks": [[block, list(layers)] for block, layers in self.blocks]
@@ -295,15 +297,3 @@ def _resolve_blocks(blocks):
         "`blocks` must be a FeatureExtractor, a keras.Model or a non-empty list of "
         f"(block_name, [layer names]). Received: blocks={blocks!r}"
     )
-
-
-def _serialize_public(optimizer):
-    # On torch Keras swaps in private fused classes (keras.src.backend.torch...);
-    # storing the public name keeps a saved model loadable on every backend.
-    config = keras.optimizers.serialize(optimizer)
-    public = type(optimizer).__name__
-    if str(config.get("module", "")).startswith("keras.src.backend.") and hasattr(
-        keras.optimizers, public
-    ):
-        config = dict(config, module="keras.optimizers", class_name=public, registered_name=None)
-    return config
