@@ -72,7 +72,8 @@ class FeatureExtractor(keras.layers.Layer):
 
     ```python
     extractor = kerastl.FeatureExtractor(
-        "mobilenet_v2", weights=None, input_shape=(96, 96, 3), pooling="avg"
+        "mobilenet_v2", weights=None, input_shape=(96, 96, 3), pooling="avg",
+        backbone_kwargs={"alpha": 0.35},
     )
     images = np.random.uniform(-1, 1, (2, 96, 96, 3)).astype("float32")
     print(tuple(extractor(images).shape))  # (2, 1280)
