@@ -4,6 +4,7 @@ import re
 
 import keras
 
+from kerastl._checks import check_bool
 from kerastl.backbones.sources import check_input_shape
 from kerastl.heads.task_head import TaskHead
 from kerastl.layers.feature_extractor import FeatureExtractor
@@ -88,8 +89,7 @@ def build_model(
                 f"or 3 channels. Received: input_shape={input_shape!r}"
             )
         input_shape = checked
-    if not isinstance(compile, bool):
-        raise TypeError(f"`compile` must be True or False. Received: compile={compile!r}")
+    check_bool(compile, "compile")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"`name` must be a string or None. Received: name={name!r}")
     if compile:

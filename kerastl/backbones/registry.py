@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import keras
 
+from kerastl._checks import check_bool
 from kerastl.backbones.recipes import PREPROCESSING_MODES
 
 _REGISTRY: dict[str, "BackboneSpec"] = {}
@@ -185,8 +186,7 @@ def register_backbone(
         raise ValueError(
             f"`backends` must be a non-empty subset of {BACKENDS}. Received: backends={backends!r}"
         )
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"`overwrite` must be True or False. Received: overwrite={overwrite!r}")
+    check_bool(overwrite, "overwrite")
     spec = BackboneSpec(
         name=name,
         constructor=constructor,

@@ -4,6 +4,8 @@ import warnings
 
 import numpy as np
 
+from kerastl._checks import check_positive_int
+
 
 def check_images(images, arg="x", batched=True):
     """Raises a clear error unless `images` is a numeric (batch,) h, w, 1|3 array."""
@@ -49,7 +51,4 @@ def check_split(validation_split):
 
 
 def check_batch_size(batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
-        )
+    return check_positive_int(batch_size, "batch_size")

@@ -1,6 +1,7 @@
 """One builder per task: the usual way to make a `TaskHead`."""
 
-from kerastl.heads.task_head import TaskHead, check_positive_int
+from kerastl._checks import check_positive_int
+from kerastl.heads.task_head import TaskHead
 
 
 def binary(**options):

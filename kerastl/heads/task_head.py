@@ -4,6 +4,7 @@ import numbers
 import keras
 from keras import ops
 
+from kerastl._checks import check_bool, check_class_names, check_positive_int
 from kerastl.layers.global_pooling_2d import GlobalPooling2D
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
@@ -103,8 +104,7 @@ class TaskHead(keras.layers.Layer):
             ("logits", logits),
             ("sparse_labels", sparse_labels),
         ):
-            if not isinstance(value, bool):
-                raise TypeError(f"`{arg}` must be True or False. Received: {arg}={value!r}")
+            check_bool(value, arg)
         if pooling not in HEAD_POOLING:
             raise ValueError(
                 f"`pooling` must be one of {HEAD_POOLING}. Received: pooling={pooling!r}"
@@ -274,11 +274,6 @@ class TaskHead(keras.layers.Layer):
         return config
 
 
-def check_positive_int(value, arg):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{arg}` must be a positive int. Received: {arg}={value!r}")
-
-
 def _check_hidden(hidden):
     if hidden is None:
         return ()
@@ -294,23 +289,13 @@ def _check_hidden(hidden):
 
 
 def _check_class_names(class_names, expected):
-    if isinstance(class_names, str) or not isinstance(class_names, (list, tuple)):
-        raise TypeError(
-            f"`class_names` must be a list of strings. Received: class_names={class_names!r}"
-        )
-    if not all(isinstance(name, str) and name for name in class_names):
-        bad = [name for name in class_names if not isinstance(name, str)]
-        if bad:
-            raise TypeError(f"`class_names` must be strings. Received: class_names={class_names!r}")
-        raise ValueError(f"`class_names` must not be empty. Received: class_names={class_names!r}")
-    if len(class_names) != expected:
+    names = check_class_names(class_names)
+    if len(names) != expected:
         raise ValueError(
             f"`class_names` must have {expected} names for this head. "
             f"Received: class_names={class_names!r}"
         )
-    if len(set(class_names)) != len(class_names):
-        raise ValueError(f"`class_names` must be distinct. Received: class_names={class_names!r}")
-    return [str(name) for name in class_names]
+    return names
 
 
 def _check_activation(activation):

@@ -1,8 +1,7 @@
-import math
-import numbers
-
 import keras
 from keras import ops
+
+from kerastl._checks import check_bool, is_finite_number
 
 
 @keras.saving.register_keras_serializable(package="kerastl")
@@ -31,18 +30,11 @@ class GeMPooling2D(keras.layers.Layer):
     def __init__(self, p=3.0, eps=1e-6, trainable_p=True, **kwargs):
         super().__init__(**kwargs)
         for arg, value in (("p", p), ("eps", eps)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not (0 < value < math.inf)
-            ):
+            if not is_finite_number(value) or value <= 0:
                 raise ValueError(
                     f"`{arg}` must be a positive, finite number. Received: {arg}={value!r}"
                 )
-        if not isinstance(trainable_p, bool):
-            raise TypeError(
-                f"`trainable_p` must be True or False. Received: trainable_p={trainable_p!r}"
-            )
+        check_bool(trainable_p, "trainable_p")
         self.p = float(p)
         self.eps = float(eps)
         self.trainable_p = bool(trainable_p)

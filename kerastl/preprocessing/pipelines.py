@@ -5,6 +5,7 @@ import numbers
 import keras
 import numpy as np
 
+from kerastl._checks import check_bool
 from kerastl.backbones import get_backbone
 from kerastl.backbones.registry import BackboneSpec
 from kerastl.preprocessing.backbone_normalization import BackboneNormalization
@@ -103,11 +104,7 @@ def pipeline(
     print(tuple(prep(cifar_like, training=False).shape))  # (2, 96, 96, 3)
     ```
     """
-    if not isinstance(crop_to_aspect_ratio, bool):
-        raise TypeError(
-            "`crop_to_aspect_ratio` must be True or False. "
-            f"Received: crop_to_aspect_ratio={crop_to_aspect_ratio!r}"
-        )
+    check_bool(crop_to_aspect_ratio, "crop_to_aspect_ratio")
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a string. Received: name={name!r}")
     _check_seed(seed)

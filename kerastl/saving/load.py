@@ -8,6 +8,7 @@ import tempfile
 import h5py
 import keras
 
+from kerastl._checks import check_bool
 from kerastl.saving import archive
 from kerastl.saving.metadata import describe_model, empty_metadata
 
@@ -34,8 +35,8 @@ def load_model(path, compile=True, safe_mode=True, custom_objects=None):
             bytecode). Pass `False` only for files you trust.
         custom_objects: passed to `keras.saving.load_model`.
     """
-    _check_bool(compile, "compile")
-    _check_bool(safe_mode, "safe_mode")
+    check_bool(compile, "compile")
+    check_bool(safe_mode, "safe_mode")
     if custom_objects is not None and not isinstance(custom_objects, dict):
         raise TypeError(
             "`custom_objects` must be a dict mapping names to classes or functions. "
@@ -116,12 +117,6 @@ def _check_exists(path, arg="path"):
             f"export loads with `keras.layers.TFSMLayer`). Received: {arg}={path!r}"
         )
     return path
-
-
-def _check_bool(value, arg):
-    # Not truthiness: `compile="no"` must not mean True.
-    if not isinstance(value, bool):
-        raise TypeError(f"`{arg}` must be True or False. Received: {arg}={value!r}")
 
 
 def _is_legacy_h5(path, arg="path"):

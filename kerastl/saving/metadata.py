@@ -10,8 +10,8 @@ import json
 import math
 
 import keras
-import numpy as np
 
+from kerastl._checks import check_class_names
 from kerastl._keras_private import flatten_layers
 from kerastl._version import __version__
 from kerastl.backbones import get_backbone
@@ -73,7 +73,7 @@ def describe_model(model, class_names=None, history=None, metadata=None):
         head = _head_config(model) or {}
         class_names = attached.get("class_names") or head.get("class_names")
     else:
-        class_names = _check_class_names(class_names)
+        class_names = check_class_names(class_names)
     meta.update(_describe_head(model, class_names, overrides=metadata or {}))
     if history is None:
         meta["history"] = attached.get("history")
@@ -127,22 +127,6 @@ def _check_metadata(metadata):
         raise TypeError(
             f"`metadata` must be JSON-serialisable ({e}). Received: metadata={metadata!r}"
         ) from None
-
-
-def _check_class_names(class_names):
-    # An ordered sequence of real strings: not a set (no order), not one string
-    # (a list of letters), not NaN or None from a half-empty label column.
-    ordered = isinstance(class_names, (list, tuple)) or (
-        isinstance(class_names, np.ndarray) and class_names.ndim == 1
-    )
-    if not ordered or not all(isinstance(n, str) for n in class_names):
-        raise TypeError(
-            f"`class_names` must be a list of strings. Received: class_names={class_names!r}"
-        )
-    names = list(class_names)
-    if len(set(names)) != len(names):
-        raise ValueError(f"`class_names` has duplicates. Received: class_names={names!r}")
-    return names
 
 
 def _check_class_count(meta, class_names):

@@ -9,8 +9,9 @@ import h5py
 import keras
 import numpy as np
 
+from kerastl._checks import check_bool
 from kerastl._keras_private import flatten_layers
-from kerastl.saving.load import _check_bool, _check_exists, _load_model
+from kerastl.saving.load import _check_exists, _load_model
 
 
 @dataclasses.dataclass
@@ -73,8 +74,8 @@ def load_weights_by_name(target, source, skip_mismatch=True, safe_mode=True):
     """
     if not isinstance(target, keras.layers.Layer):
         raise TypeError(f"`target` must be a Keras model or layer. Received: target={target!r}")
-    _check_bool(skip_mismatch, "skip_mismatch")
-    _check_bool(safe_mode, "safe_mode")
+    check_bool(skip_mismatch, "skip_mismatch")
+    check_bool(safe_mode, "safe_mode")
     if isinstance(source, keras.layers.Layer):
         return _by_name(target, _layer_weights(source), skip_mismatch, source)
     if not isinstance(source, (str, os.PathLike)):

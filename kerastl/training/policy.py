@@ -4,6 +4,7 @@ import warnings
 
 import keras
 
+from kerastl._checks import check_bool
 from kerastl.backbones.registry import split_blocks
 from kerastl.freeze.policies import get_policy, set_trainable, validate_bn
 from kerastl.layers.feature_extractor import find_extractor
@@ -51,8 +52,7 @@ def set_freeze(model_or_layer, policy, bn=None, recompile=True):
     print(trained)  # ['Conv_1', 'block_16_depthwise', 'block_16_expand', 'block_16_project']
     ```
     """
-    if not isinstance(recompile, bool):
-        raise TypeError(f"`recompile` must be True or False. Received: recompile={recompile!r}")
+    check_bool(recompile, "recompile")
     trained = change_freeze(model_or_layer, policy, bn=bn)
     model = model_or_layer if isinstance(model_or_layer, keras.Model) else None
     if model is not None and getattr(model, "compiled", False) and model.optimizer is not None:
