@@ -337,7 +337,7 @@ def test_failed_save_leaves_the_earlier_file_and_no_debris(saved, tmp_path, monk
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("kerastl.saving.archive.rewrite", crash)
+    monkeypatch.setattr("kerastl.files.archive.rewrite", crash)
     with pytest.raises(OSError, match="disk full"):
         save_model(model, saved, class_names=CLASSES)
     assert saved.read_bytes() == before

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from kerastl.saving import archive, export, load_model, read_metadata, save_model
+from kerastl.files import archive
+from kerastl.saving import export, load_model, read_metadata, save_model
 
 CLASSES = ["astronaut", "coffee", "cat"]
 LOCK = archive.STAGING_LOCK

@@ -1,9 +1,9 @@
 """Saving and loading: one `.keras` file with metadata, any backend; weights by name; export."""
 
+from kerastl.backbones.weights_by_name import WeightsReport, load_weights_by_name
 from kerastl.saving.export import ExportDependencyError, export
 from kerastl.saving.load import load_model, read_metadata
 from kerastl.saving.save import save_model
-from kerastl.saving.weights_by_name import WeightsReport, load_weights_by_name
 
 __all__ = [
     "ExportDependencyError",

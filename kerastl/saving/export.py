@@ -5,7 +5,7 @@ import os
 
 import keras
 
-from kerastl.saving import archive
+from kerastl.files import archive
 
 FORMATS = ("tf_saved_model", "onnx", "torch", "litert", "openvino")
 

@@ -5,7 +5,7 @@ import os
 
 import keras
 
-from kerastl.saving import archive
+from kerastl.files import archive
 from kerastl.saving.metadata import describe_model, finite_json
 
 

@@ -1,4 +1,8 @@
-"""Restoring pretrained parameters by layer name (seed 004), with a report of what happened."""
+"""Restoring pretrained parameters by layer name, with a report of what happened.
+
+A backbone takes a whole classifier file as `weights=` through here, and
+`kerastl.load_weights_by_name` is its public face.
+"""
 
 import dataclasses
 import os
@@ -11,7 +15,7 @@ import numpy as np
 
 from kerastl._checks import check_bool
 from kerastl._keras_private import flatten_layers
-from kerastl.saving.load import _check_exists, _load_model
+from kerastl.files.model_files import check_model_path, is_hdf5, load_model_file
 
 
 @dataclasses.dataclass
@@ -83,8 +87,8 @@ def load_weights_by_name(target, source, skip_mismatch=True, safe_mode=True):
             "`source` must be a Keras model or layer, or the path of a .keras, .h5 or "
             f".weights.h5 file. Received: source={source!r}"
         )
-    path = _check_exists(source, arg="source")
-    if _is_hdf5(path):
+    path = check_model_path(source, arg="source")
+    if is_hdf5(path):
         try:
             f = h5py.File(path, "r")
         except OSError as e:
@@ -98,7 +102,7 @@ def load_weights_by_name(target, source, skip_mismatch=True, safe_mode=True):
             group = f.get("model_weights", f)
             weights = _legacy_h5_weights(group)
         return _by_name(target, weights, skip_mismatch, path)
-    model = _load_model(path, False, safe_mode, None, arg="source")
+    model = load_model_file(path, safe_mode, arg="source")
     return _by_name(target, _layer_weights(model), skip_mismatch, path)
 
 
@@ -199,11 +203,6 @@ def _shapes(shapes):
 
 
 # --- matching by path (Keras 3 .weights.h5) -----------------------------------------
-
-
-def _is_hdf5(path):
-    with open(path, "rb") as f:
-        return f.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
 def _var_groups(f):
