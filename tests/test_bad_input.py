@@ -88,7 +88,7 @@ def fe(**kwargs):
 
 
 def tiny_cnn():
-    """A small functional backbone without registry entry: one block per weighted layer."""
+    """A small functional backbone without registry entry: two blocks (conv_a + bn_a, conv_b)."""
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(4, 3, name="conv_a")(inputs)
     x = keras.layers.BatchNormalization(name="bn_a")(x)
@@ -380,7 +380,7 @@ CASES = [
         "fe-freeze-too-many-blocks",
         lambda: tiny_extractor(freeze=TrainTopBlocks(9)),
         ValueError,
-        r"3 blocks.*Received: n=9",
+        r"2 blocks.*Received: n=9",
     ),
     case("fe-bn-moving", lambda: fe(bn="moving"), ValueError, r"Received: bn='moving'"),
     case("fe-bn-bool", lambda: fe(bn=True), ValueError, r"Received: bn=True"),
@@ -391,6 +391,19 @@ CASES = [
         ValueError,
         r"Received: submodel='nope'",
     ),
+    case("fe-arch-int", lambda: tiny_extractor(arch=3), TypeError, r"Received: arch=3"),
+    case(
+        "fe-arch-unknown", lambda: tiny_extractor(arch="nope"), ValueError, r"Received: arch='nope'"
+    ),
+    case(
+        "fe-arch-not-it",
+        lambda: tiny_extractor(arch="mobilenet_v2"),
+        ValueError,
+        r"not the registry's 'mobilenet_v2'.*Received: arch='mobilenet_v2'",
+    ),
+    case("fe-arch-registry", lambda: fe(arch="resnet50"), ValueError, r"Received: arch='resnet50'"),
+    case("fe-safe-mode-str", lambda: fe(safe_mode="no"), TypeError, r"Received: safe_mode='no'"),
+    case("fe-safe-mode-none", lambda: fe(safe_mode=None), TypeError, r"Received: safe_mode=None"),
     case(
         "fe-submodel-registry",
         lambda: fe(submodel="mobilenet"),
@@ -609,7 +622,7 @@ CASES = [
     case("fz-top-string", lambda: TrainTopBlocks("3"), ValueError, r"Received: n='3'"),
     case("fz-top-nan", lambda: TrainTopBlocks(NAN), ValueError, r"Received: n=nan"),
     case(
-        "fz-top-too-many", lambda: apply(TrainTopBlocks(4)), ValueError, r"3 blocks.*Received: n=4"
+        "fz-top-too-many", lambda: apply(TrainTopBlocks(4)), ValueError, r"2 blocks.*Received: n=4"
     ),
     case(
         "fz-top-too-many-composed",
@@ -725,7 +738,7 @@ CASES = [
         "sf-too-many-blocks",
         lambda: kerastl.set_freeze(tiny_model(), TrainTopBlocks(5)),
         ValueError,
-        r"3 blocks.*Received: n=5",
+        r"2 blocks.*Received: n=5",
     ),
     case("ex-on-int", lambda: kerastl.explain(3), TypeError, r"Received: model_or_layer=3"),
     case(

@@ -93,7 +93,7 @@ def test_one_more_block_every_epoch():
         {"head"},
         {"head", "conv_c"},
         {"head", "conv_c", "conv_b"},
-        {"head", "conv_c", "conv_b"},  # the third block is bn_a: bn="frozen" keeps it fixed
+        {"head", "conv_c", "conv_b", "conv_a"},  # bn_a joins conv_a's block; bn="frozen" fixes it
     ]
     assert len(history.history["val_accuracy"]) == 4  # loss and metrics survive recompiles
     assert np.isfinite(history.history["loss"]).all()

@@ -32,7 +32,8 @@ def mobilenet(weights=None, **kwargs):
 
 
 def tiny_cnn():
-    """Named conv layers and a BatchNorm, no block information (one block per weighted layer)."""
+    """Named conv layers and a BatchNorm, no block information: four blocks, one per weighted
+    layer, the BatchNorm in conv_a's."""
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(4, 3, name="conv_a")(inputs)
     x = keras.layers.BatchNormalization(name="bn_a")(x)
@@ -103,14 +104,16 @@ def test_train_top_blocks_is_block_aware_and_layer_wise_without_block_info():
     }
     plain = kerastl.FeatureExtractor(tiny_cnn(), freeze=TrainTopBlocks(2))
     assert trained(plain) == {"mix", "conv_c"}  # one block per weighted layer
-    assert trained(kerastl.FeatureExtractor(tiny_cnn(), freeze=TrainTopBlocks(5))) == {
+    assert trained(kerastl.FeatureExtractor(tiny_cnn(), freeze=TrainTopBlocks(4))) == {
         "conv_a",
         "conv_b",
         "mix",
         "conv_c",
-    }  # all 5 blocks; bn="frozen" keeps bn_a out
-    with pytest.raises(ValueError, match=r"it has 5 blocks.*Received: n=6"):
-        kerastl.FeatureExtractor(tiny_cnn(), freeze=TrainTopBlocks(6))
+    }  # all 4 blocks; bn="frozen" keeps bn_a out
+    with_bn = kerastl.FeatureExtractor(tiny_cnn(), freeze=TrainTopBlocks(4), bn="affine")
+    assert "bn_a" in trained(with_bn)  # a BatchNorm trains with the convolution before it
+    with pytest.raises(ValueError, match=r"it has 4 blocks.*Received: n=5"):
+        kerastl.FeatureExtractor(tiny_cnn(), freeze=TrainTopBlocks(5))
 
 
 @pytest.mark.parametrize(

@@ -116,9 +116,9 @@ class BackboneSpec:
 def split_blocks(model, block_pattern=None, block_end_pattern=None):
     """Groups `model.layers` into consecutive blocks.
 
-    With neither pattern every layer that holds weights is a block of its own
-    (with the weightless layers after it), so block-aware code still works on
-    any model.
+    With neither pattern every layer that holds weights starts a block (with
+    the weightless and normalisation layers after it, so a convolution and its
+    BatchNorm train together), and block-aware code still works on any model.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model. Received: model={model!r}")
@@ -136,7 +136,7 @@ def split_blocks(model, block_pattern=None, block_end_pattern=None):
             block = f"block_{len(blocks)}" if (current is None or end_next) else current
             end_next = re.search(block_end_pattern, layer.name) is not None
         else:
-            starts = layer.weights and current is not None
+            starts = layer.weights and current is not None and not _is_normalization(layer)
             block = layer.name if (current is None or starts) else current
         if block != current:
             blocks.append((block, []))
@@ -233,6 +233,17 @@ def list_backbones(pattern=None):
     if pattern is not None:
         names = [n for n in names if pattern in n]
     return names
+
+
+def _is_normalization(layer):
+    return isinstance(
+        layer,
+        (
+            keras.layers.BatchNormalization,
+            keras.layers.LayerNormalization,
+            keras.layers.GroupNormalization,
+        ),
+    )
 
 
 def _check_block_patterns(block_pattern, block_end_pattern):

@@ -14,8 +14,11 @@ import os
 
 import keras
 
+from kerastl._checks import check_bool
+from kerastl.backbones.recognition import check_architecture, match_length, recognise
 from kerastl.backbones.registry import BackboneSpec, get_backbone, split_blocks
 from kerastl.backbones.weights import build_with_weights, check_weights_arg, load_weights_file
+from kerastl.files.model_files import load_model_file
 
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -27,11 +30,16 @@ class ResolvedBackbone:
     Attributes:
         model: the functional model, cut (`cut=`) or with a dict of outputs
             (`outputs=`) where asked.
-        spec: the registry entry, or `None` for a model or model file.
+        spec: the registry entry: the one named, or the one a model or model
+            file was recognised as (or declared with `arch=`); `None` otherwise.
         image_shape: `(height, width, channels)` of its input.
         blocks: `[(block name, [layer names])]`, shallow to deep.
         config: what rebuilds it without a file: the registry name, or the
             serialised model (weights travel separately, with the saved layer).
+        arch: for a model or model file, the registry name of its architecture
+            (`None` when it has none); `None` for a registry name.
+        weights_report: a `WeightsReport` when `weights=` was a whole model
+            file whose weights were matched by name; `None` otherwise.
     """
 
     model: keras.Model
@@ -39,6 +47,8 @@ class ResolvedBackbone:
     image_shape: tuple
     blocks: list
     config: str | dict
+    arch: str | None = None
+    weights_report: object = None
 
 
 def resolve_backbone(
@@ -50,8 +60,22 @@ def resolve_backbone(
     submodel=None,
     backbone_kwargs=None,
     dtype=None,
+    arch="auto",
+    safe_mode=True,
 ):
     """Resolves a backbone argument into a `ResolvedBackbone`.
+
+    A model, or a model file, may be a whole classifier someone trained. Then,
+    unless `submodel` names the part to use:
+
+    - a classifier holding exactly one nested model (`keras.applications`
+      body + new top, the usual Keras recipe) gives that nested model;
+    - a classifier built flat on a registry architecture
+      (`MobileNetV2(include_top=True)`) is cut where the registry backbone ends.
+
+    A model whose layers are a registry architecture's (by class and name, in
+    order) is that entry: it gets the entry's blocks, feature keys and input
+    recipe. `arch=` declares it instead, and is checked.
 
     Args:
         backbone: a registry name, a functional `keras.Model`, the path of a
@@ -66,6 +90,11 @@ def resolve_backbone(
         backbone_kwargs: extra constructor arguments for registry backbones.
         dtype: a dtype policy (or its name) to build a registry backbone with:
             `keras.applications` constructors read the global policy only.
+        arch: for a model or model file: `"auto"` (recognise a registry
+            architecture by its layers), a registry name (declare it; checked),
+            or `None` (none: one block per weighted layer).
+        safe_mode: refuse a model file (backbone or `weights=`) that holds
+            Python code.
 
     Example:
 
@@ -87,6 +116,9 @@ def resolve_backbone(
             f"`backbone_kwargs` must be a dict. Received: backbone_kwargs={backbone_kwargs!r}"
         )
     backbone_kwargs = dict(backbone_kwargs or {})
+    check_bool(safe_mode, "safe_mode")
+    if arch not in ("auto", None) and not isinstance(arch, str):
+        raise TypeError(f"`arch` must be 'auto', None or a registry name. Received: arch={arch!r}")
     weights = check_weights_arg(weights)
     if input_shape is not None:
         input_shape = check_input_shape(input_shape)
@@ -97,19 +129,23 @@ def resolve_backbone(
     elif isinstance(backbone, os.PathLike) or (
         isinstance(backbone, str) and is_model_path(backbone)
     ):
-        backbone = _load_model_file(os.fspath(backbone))
+        backbone = load_model_file(os.fspath(backbone), safe_mode, arg="backbone")
+    report = None
     if isinstance(backbone, str):
-        if submodel is not None:
-            raise ValueError(
-                "`submodel` picks a model inside a model or model file, not inside a "
-                f"registry backbone. Received: submodel={submodel!r}"
-            )
+        for arg, value in (("submodel", submodel), ("arch", None if arch == "auto" else arch)):
+            if value is not None:
+                raise ValueError(
+                    f"`{arg}` applies to a model or model file, not to a registry backbone "
+                    f"(which is its own architecture). Received: {arg}={value!r}"
+                )
         spec = get_backbone(backbone)
         if input_shape is None:
             input_shape = (spec.default_size, spec.default_size, 3)
         _check_size(spec, input_shape)
         with _global_dtype_policy(dtype):
-            source = build_with_weights(spec, input_shape, weights, **backbone_kwargs)
+            source, report = build_with_weights(
+                spec, input_shape, weights, safe_mode=safe_mode, **backbone_kwargs
+            )
         config = spec.name
     elif isinstance(backbone, keras.Model):
         if backbone_kwargs:
@@ -117,10 +153,14 @@ def resolve_backbone(
                 "`backbone_kwargs` apply to registry backbones only. "
                 f"Received: backbone_kwargs={backbone_kwargs!r}"
             )
-        source = _pick_submodel(backbone, submodel)
+        if submodel is not None:
+            source = _pick_submodel(backbone, submodel)
+        else:
+            source = _find_backbone(backbone, cut, outputs)
         _check_model(source, input_shape)
         if weights not in (None, "imagenet"):
             load_weights_file(source, weights, owner=f"model {source.name!r}")
+        spec, source = _architecture(source, arch)
         config = keras.saving.serialize_keras_object(source)
     else:
         raise TypeError(
@@ -135,6 +175,8 @@ def resolve_backbone(
         image_shape=tuple(source.input_shape[1:]),
         blocks=blocks,
         config=config,
+        arch=spec.name if spec is not None and not isinstance(config, str) else None,
+        weights_report=report,
     )
 
 
@@ -265,20 +307,51 @@ def _global_dtype_policy(policy):
         keras.config.set_dtype_policy(previous)
 
 
-def _load_model_file(path):
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No model file at this path. Received: backbone={path!r}")
-    if os.path.isdir(path):
-        raise IsADirectoryError(
-            f"`backbone` names a directory, not a model file. Received: backbone={path!r}"
-        )
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as e:
+def _is_feature_model(model):
+    """Whether every output of `model` is a feature map (batch, height, width, channels)."""
+    return all(rank == 4 for rank in feature_map_ranks(model).values())
+
+
+def _find_backbone(model, cut, outputs):
+    """The backbone inside a whole classifier: its one nested model; else `model` itself."""
+    if _is_feature_model(model):
+        return model
+    wanted = [cut] if cut is not None else list(outputs or [])
+    top = {layer.name for layer in model.layers}
+    if wanted and all(name in top for name in wanted):
+        return model  # the cut names the outer model's own layers
+    nested = nested_models(model)
+    if len(nested) == 1:
+        return model.get_layer(nested[0])
+    if len(nested) > 1:
         raise ValueError(
-            f"Could not load a Keras model from the backbone file ({type(e).__name__}: "
-            f"{str(e).strip()[:300]}). Received: backbone={path!r}"
-        ) from None
+            f"Model {model.name!r} outputs no feature map (a classifier?) and holds "
+            f"{len(nested)} nested models, {nested}: name the backbone with `submodel=`. "
+            f"Received: submodel=None"
+        )
+    return model
+
+
+def _architecture(model, arch):
+    """`(registry entry or None, model)`, a flat classifier's top cut off when recognised."""
+    if arch is None:
+        return None, model
+    if arch == "auto":
+        spec = recognise(model)
+        if spec is None:
+            return None, model
+        length = match_length(model, spec)
+    else:
+        try:
+            spec = get_backbone(arch)
+        except ValueError as e:
+            raise ValueError(str(e).replace("Received: backbone=", "Received: arch=")) from None
+        length = check_architecture(model, spec)
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if any(layer.weights for layer in layers[length:]):
+        # A top with weights of its own (a classifier): the backbone ends before it.
+        return spec, keras.Model(model.inputs, layers[length - 1].output, name=model.name)
+    return spec, model
 
 
 def _pick_submodel(model, name):

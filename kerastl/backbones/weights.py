@@ -4,8 +4,14 @@ import contextlib
 import os
 import re
 import socket
+import warnings
+import zipfile
+
+import h5py
 
 from kerastl._keras_private import keras_home
+from kerastl.backbones.weights_by_name import load_file_by_name
+from kerastl.files.model_files import is_hdf5
 
 # A download that cannot connect fails after this many seconds instead of
 # hanging: offline machines must get the "use a local file" message fast.
@@ -58,13 +64,20 @@ def check_weights_arg(weights):
     return weights
 
 
-def build_with_weights(spec, input_shape, weights, **kwargs):
-    """`spec.build(...)` with `weights` in {"imagenet", None, path}; clear errors otherwise."""
+def build_with_weights(spec, input_shape, weights, safe_mode=True, **kwargs):
+    """`spec.build(...)` with `weights` in {"imagenet", None, path}; clear errors otherwise.
+
+    Returns `(model, report)`. A weights path may be a plain weights file
+    (`.weights.h5`, a Keras 2 `_no_top.h5`), loaded as Keras does, or a whole
+    model file (a classifier whose body is this architecture, `.keras` or `.h5`):
+    its weights are then matched to the backbone's layers by name and shape,
+    and `report` (a `WeightsReport`) says what was loaded and what was not.
+    """
     weights = check_weights_arg(weights)
     if weights == "imagenet":
         try:
             with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-                return _build(spec, input_shape, "imagenet", kwargs)
+                return _build(spec, input_shape, "imagenet", kwargs), None
         except Exception as e:  # keras wraps every fetch failure in a plain Exception
             message = str(e)
             if "URL fetch failure" not in message and not isinstance(e, OSError):
@@ -80,9 +93,68 @@ def build_with_weights(spec, input_shape, weights, **kwargs):
                 f"weights='/path/to/{fname}'. Received: weights='imagenet'"
             ) from None
     model = _build(spec, input_shape, None, kwargs)
-    if weights is not None:
-        load_weights_file(model, weights, owner=f"backbone {spec.name!r}")
-    return model
+    report = None
+    if weights is not None and is_model_file(weights):
+        report = _load_by_name(model, weights, spec, safe_mode)
+    elif weights is not None:
+        try:
+            load_weights_file(model, weights, owner=f"backbone {spec.name!r}")
+        except ValueError:
+            if not weights.endswith(".weights.h5"):
+                raise
+            # The `.weights.h5` of a whole classifier: match its entries by path.
+            report = _load_by_name(model, weights, spec, safe_mode)
+    return model, report
+
+
+def is_model_file(path):
+    """Whether `path` holds a whole model (a `.keras` archive or an `.h5` with a model config)."""
+    if is_hdf5(path):
+        try:
+            with h5py.File(path, "r") as f:
+                return "model_config" in f.attrs
+        except OSError:
+            return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "config.json" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _load_by_name(model, path, spec, safe_mode):
+    """The file's weights into `model` by layer name, all shapes equal, else nothing."""
+    try:
+        report = load_file_by_name(
+            model, path, skip_mismatch=False, safe_mode=safe_mode, arg="weights"
+        )
+    except ValueError as e:
+        if "nothing was loaded" not in str(e):
+            raise
+        # The same names with other shapes: the file holds another width of the network.
+        reason = str(e).split("; nothing was loaded")[0]
+        raise ValueError(
+            f"The model file does not fit backbone {spec.name!r} as built: {reason}. "
+            f"It holds this architecture at another width or input: give the "
+            f"`backbone_kwargs` (e.g. alpha) and `input_shape` it was built with. Nothing "
+            f"was loaded. Received: weights={path!r}"
+        ) from None
+    _warn_incomplete(report, spec, path)
+    return report
+
+
+def _warn_incomplete(report, spec, path):
+    """A backbone layer the model file did not fill keeps random weights: say so loudly."""
+    left = report.missing
+    if not left:
+        return
+    shown = ", ".join(left[:5]) + (" ..." if len(left) > 5 else "")
+    warnings.warn(
+        f"The model file filled {len(report.loaded)} layers of backbone {spec.name!r}; "
+        f"{len(left)} have no layer of that name in the file and keep their random "
+        f"initial weights ({shown}). Received: weights={path!r}",
+        stacklevel=5,
+    )
 
 
 def _build(spec, input_shape, weights, kwargs):

@@ -81,29 +81,34 @@ def load_weights_by_name(target, source, skip_mismatch=True, safe_mode=True):
     check_bool(skip_mismatch, "skip_mismatch")
     check_bool(safe_mode, "safe_mode")
     if isinstance(source, keras.layers.Layer):
-        return _by_name(target, _layer_weights(source), skip_mismatch, source)
+        return _by_name(target, _layer_weights(source), skip_mismatch, source, "source")
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
             "`source` must be a Keras model or layer, or the path of a .keras, .h5 or "
             f".weights.h5 file. Received: source={source!r}"
         )
-    path = check_model_path(source, arg="source")
+    return load_file_by_name(target, source, skip_mismatch, safe_mode, arg="source")
+
+
+def load_file_by_name(target, path, skip_mismatch=True, safe_mode=True, arg="source"):
+    """`load_weights_by_name` from a file, with errors that name the caller's argument `arg`."""
+    path = check_model_path(path, arg=arg)
     if is_hdf5(path):
         try:
             f = h5py.File(path, "r")
         except OSError as e:
             raise ValueError(
                 f"The HDF5 file cannot be read (truncated or corrupted: {e}). "
-                f"Received: source={path!r}"
+                f"Received: {arg}={path!r}"
             ) from None
         with f:
             if "model_config" not in f.attrs and "layer_names" not in f.attrs:
-                return _by_path(target, path, skip_mismatch)
+                return _by_path(target, path, skip_mismatch, arg)
             group = f.get("model_weights", f)
             weights = _legacy_h5_weights(group)
-        return _by_name(target, weights, skip_mismatch, path)
-    model = load_model_file(path, safe_mode, arg="source")
-    return _by_name(target, _layer_weights(model), skip_mismatch, path)
+        return _by_name(target, weights, skip_mismatch, path, arg)
+    model = load_model_file(path, safe_mode, arg=arg)
+    return _by_name(target, _layer_weights(model), skip_mismatch, path, arg)
 
 
 # --- matching by name ---------------------------------------------------------------
@@ -153,7 +158,7 @@ def _names(values):
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
-def _by_name(target, source_weights, skip_mismatch, source):
+def _by_name(target, source_weights, skip_mismatch, source, arg):
     targets = {}
     for layer in _layers(target):
         own = _own_variables(layer)
@@ -176,25 +181,27 @@ def _by_name(target, source_weights, skip_mismatch, source):
                 loaded.append(name)
     unexpected = [name for name in source_weights if name not in targets]
     report = WeightsReport(loaded, skipped, missing, unexpected, "name")
-    _check_report(report, skip_mismatch, source, list(targets), list(source_weights))
+    _check_report(report, skip_mismatch, source, list(targets), list(source_weights), arg)
     for variable, value in assign:
+        # A Variable converts through its backend tensor: np.asarray on it warns (numpy 2).
+        value = value.value if isinstance(value, keras.Variable) else value
         variable.assign(keras.ops.convert_to_numpy(value))
     return report
 
 
-def _check_report(report, skip_mismatch, source, target_names, source_names):
+def _check_report(report, skip_mismatch, source, target_names, source_names, arg):
     if report.skipped and not skip_mismatch:
         name, shapes = next(iter(report.skipped.items()))
         raise ValueError(
             f"Layer {name!r} has weights of shapes {_shapes(shapes['source'])} in the "
             f"source but {_shapes(shapes['target'])} in the target; nothing was loaded. "
-            f"Pass skip_mismatch=True to skip such layers. Received: source={source!r}"
+            f"Pass skip_mismatch=True to skip such layers. Received: {arg}={source!r}"
         )
     if not report.loaded:
         raise ValueError(
             f"No layer of the source matches a layer of the target by "
             f"{report.matched_by} with equal shapes (target: {target_names[:5]}..., "
-            f"source: {source_names[:5]}...). Received: source={source!r}"
+            f"source: {source_names[:5]}...). Received: {arg}={source!r}"
         )
 
 
@@ -218,7 +225,7 @@ def _var_groups(f):
     return out
 
 
-def _by_path(target, path, skip_mismatch):
+def _by_path(target, path, skip_mismatch, arg):
     model = (
         target.backbone
         if hasattr(target, "backbone") and not isinstance(target, keras.Model)
@@ -252,7 +259,7 @@ def _by_path(target, path, skip_mismatch):
             used = {to_source[n] for n in loaded} | {to_source[n] for n in skipped}
             unexpected = [n for n in theirs if n not in used]
             report = WeightsReport(loaded, skipped, missing, unexpected, "path")
-            _check_report(report, skip_mismatch, path, list(mine), list(theirs))
+            _check_report(report, skip_mismatch, path, list(mine), list(theirs), arg)
             for name in loaded:
                 for d, s in zip(mine[name], theirs[to_source[name]], strict=True):
                     d[...] = s[()]

@@ -37,6 +37,13 @@ class FreezePolicy:
     def get_config(self):
         return {}
 
+    def asks_for_training(self):
+        """Whether the policy asks for some layer to train (`FreezeAll`, `n=0`, `f=0` do not).
+
+        A policy that asks and ends up training no weight raises when applied.
+        """
+        return True
+
     @classmethod
     def from_config(cls, config):
         return cls(**config)
@@ -64,6 +71,9 @@ class FreezeAll(FreezePolicy):
 
     def trainable_layers(self, model, blocks):
         return set()
+
+    def asks_for_training(self):
+        return False
 
 
 @keras.saving.register_keras_serializable(package="kerastl")
@@ -144,6 +154,9 @@ class TrainTopBlocks(FreezePolicy):
     def get_config(self):
         return {"n": self.n}
 
+    def asks_for_training(self):
+        return self.n > 0
+
 
 @keras.saving.register_keras_serializable(package="kerastl")
 class TrainFraction(FreezePolicy):
@@ -172,6 +185,9 @@ class TrainFraction(FreezePolicy):
 
     def get_config(self):
         return {"f": self.f}
+
+    def asks_for_training(self):
+        return self.f > 0
 
 
 class _PatternPolicy(FreezePolicy):
@@ -248,6 +264,9 @@ class AnyOf(_Composite):
     def trainable_layers(self, model, blocks):
         return set().union(*(p.trainable_layers(model, blocks) for p in self.policies))
 
+    def asks_for_training(self):
+        return any(p.asks_for_training() for p in self.policies)
+
 
 @keras.saving.register_keras_serializable(package="kerastl")
 class AllOf(_Composite):
@@ -259,6 +278,9 @@ class AllOf(_Composite):
     def trainable_layers(self, model, blocks):
         sets = [p.trainable_layers(model, blocks) for p in self.policies]
         return set.intersection(*sets)
+
+    def asks_for_training(self):
+        return all(p.asks_for_training() for p in self.policies)
 
 
 _SHORTCUTS = {"all": FreezeAll, "none": FreezeNone}
@@ -303,9 +325,13 @@ def set_trainable(model, policy, blocks, bn="frozen"):
     With `bn="frozen"` BatchNorm layers never train (their gamma and beta stay
     fixed too); with `"affine"` and `"train"` they follow the policy. Whether
     their statistics move is decided at call time (see `FeatureExtractor`).
-    Returns the set of layer names that train.
+    Returns the set of layer names that train. A policy that asks for training
+    (`asks_for_training()`) but would train no weight raises `ValueError`,
+    before anything changes, saying why.
     """
     chosen = policy.trainable_layers(model, blocks)
+    if policy.asks_for_training():
+        _check_trains_something(model, policy, chosen, bn)
     if chosen:
         # A trainable layer inside a frozen container would still be skipped.
         model.trainable = True
@@ -318,6 +344,28 @@ def set_trainable(model, policy, blocks, bn="frozen"):
 
 
 # --- helpers ---------------------------------------------------------------------
+
+
+def _check_trains_something(model, policy, chosen, bn):
+    layers = [layer for layer in _layers(model) if layer.name in chosen]
+    if any(layer.weights and not (bn == "frozen" and is_batchnorm(layer)) for layer in layers):
+        return
+    names = [layer.name for layer in layers]
+    shown = f"{names[:6]}{' ...' if len(names) > 6 else ''}"
+    if not layers:
+        why = "it selects no layer"
+    elif any(is_batchnorm(layer) for layer in layers):
+        why = (
+            f"it selects only BatchNorm and weightless layers ({shown}), and bn='frozen' "
+            "keeps BatchNorm fixed: pass bn='affine' or bn='train' to train them, or "
+            "select more"
+        )
+    else:
+        why = f"it selects only layers without weights ({shown})"
+    raise ValueError(
+        f"{policy!r} would train nothing in model {model.name!r}: {why}. Use "
+        f"freeze='all' to train no backbone layer on purpose. Received: freeze={policy!r}"
+    )
 
 
 def _layers(model):

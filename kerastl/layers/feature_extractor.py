@@ -24,8 +24,12 @@ class FeatureExtractor(keras.layers.Layer):
             functional `keras.Model` (a keras-hub backbone included), or the
             path of a `.keras` / `.h5` full-model file.
         weights: `"imagenet"` (the `keras.applications` download, or the copy
-            in the Keras cache directory), `None` (random init) or the path of
-            a weights file. Registry backbones only; a model or model file
+            in the Keras cache directory), `None` (random init), the path of a
+            weights file, or the path of a whole model file (`.keras` / `.h5`)
+            whose body is this architecture, such as a classifier someone
+            fine-tuned: its weights are matched to the backbone's layers by
+            name and shape (see `weights_report`; layers left unfilled are
+            warned about). Registry backbones only; a model or model file
             brings its own weights. Never stored in the config: a saved model
             carries its weights and loading it downloads nothing.
         input_shape: `(height, width, channels)`. Defaults to the backbone's
@@ -47,10 +51,20 @@ class FeatureExtractor(keras.layers.Layer):
             trains.
         submodel: with a model or model file, the name of a nested model to use
             as the backbone (e.g. the `"mobilenetv2_1.00_160"` inside a saved
-            classifier). A model whose output is already a vector (a whole
-            classifier) is refused with the list of its nested models.
+            classifier). Without it, a whole classifier gives its backbone by
+            itself when it holds exactly one nested model, or when it is a
+            registry architecture with a top (its top is cut off); with several
+            nested models it is refused with their names.
         backbone_kwargs: extra constructor arguments for registry backbones
             (e.g. `{"alpha": 0.35}` for the MobileNets).
+        arch: with a model or model file: `"auto"` (default) recognises a
+            registry architecture by its layers (classes and names, in order);
+            a registry name declares it (and is checked); `None` treats the
+            model as unknown. A recognised model gets the entry's blocks,
+            feature keys (`cut="S16"`) and input recipe, as if named.
+        safe_mode: refuse a model file (as `backbone` or `weights`) that holds
+            Python code, such as a `Lambda` layer. Pass `False` only for files
+            you trust.
 
     Call arguments:
         inputs: image batch `(batch, height, width, channels)`, already in the
@@ -59,7 +73,13 @@ class FeatureExtractor(keras.layers.Layer):
 
     Attributes (set once, in `__init__`):
         backbone: the built functional backbone (cut where asked).
-        spec: its registry entry (`None` for a model or model file).
+        spec: its registry entry: the one named, or the one a model or model
+            file was recognised as; `None` for an unknown architecture.
+        arch: the registry name a model or model file was recognised as (or
+            declared); `None` for a registry name or an unknown architecture.
+        weights_report: with `weights=` a whole model file (a classifier with
+            this backbone inside), the `WeightsReport` of what was loaded by
+            layer name; `None` otherwise.
         image_shape: `(height, width, channels)` it takes.
         blocks: `[(block name, [layer names])]`, shallow to deep.
 
@@ -92,6 +112,8 @@ class FeatureExtractor(keras.layers.Layer):
         bn="frozen",
         submodel=None,
         backbone_kwargs=None,
+        arch="auto",
+        safe_mode=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -117,6 +139,8 @@ class FeatureExtractor(keras.layers.Layer):
             submodel=submodel,
             backbone_kwargs=backbone_kwargs,
             dtype=self.dtype_policy,
+            arch=arch,
+            safe_mode=safe_mode,
         )
         if pooling is not None:
             _check_feature_maps(resolved.model, pooling)
@@ -125,6 +149,8 @@ class FeatureExtractor(keras.layers.Layer):
         self.image_shape = resolved.image_shape
         self.blocks = resolved.blocks
         self._backbone_config = resolved.config
+        self.arch = resolved.arch
+        self.weights_report = resolved.weights_report
         _keras_private.set_build_input_shape(self, self.image_shape)
         self.set_freeze()
 
@@ -226,6 +252,8 @@ class FeatureExtractor(keras.layers.Layer):
                 "bn": self.bn,
                 "submodel": None,  # already applied to the stored backbone
                 "backbone_kwargs": self.backbone_kwargs,
+                # None: not a registry architecture; loading does not look again.
+                "arch": self.arch,
             }
         )
         return config
@@ -244,6 +272,8 @@ class FeatureExtractor(keras.layers.Layer):
                 f"model as its backbone, not a file path. Received: backbone={backbone!r}"
             )
         config["freeze"] = get_policy(config["freeze"])
+        if isinstance(backbone, dict):
+            config.setdefault("arch", None)
         return cls(**config)
 
 

@@ -112,8 +112,12 @@ def pipeline(
     if mode is None:
         if spec is None:
             raise ValueError(
-                "Give the normalisation `mode` for a backbone outside the registry "
-                f"('caffe', 'tf', 'torch' or 'none'). Received: backbone={backbone!r}"
+                "The backbone is not a registry architecture, so its input recipe is "
+                "unknown: give it as `mode` ('caffe', 'tf', 'torch' or 'none'), e.g. "
+                "build_model(extractor, head, preprocessing=kerastl.preprocessing.pipeline("
+                "extractor, mode='tf')), or declare the architecture with "
+                "FeatureExtractor(..., arch='<registry name>'). "
+                f"Received: backbone={backbone!r}, mode=None"
             )
         mode = spec.preprocessing
     layers = [GrayscaleToRGB(name="to_rgb")]

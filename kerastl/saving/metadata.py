@@ -14,7 +14,6 @@ import keras
 from kerastl._checks import check_class_names
 from kerastl._keras_private import flatten_layers
 from kerastl._version import __version__
-from kerastl.backbones import get_backbone
 from kerastl.layers import FeatureExtractor
 
 METADATA_VERSION = 1
@@ -177,17 +176,12 @@ def _describe_backbone(model):
     extractor = extractors[0]
     config = extractor.get_config()
     source = config["backbone"]
-    preprocessing = None
-    if isinstance(source, str):
-        name = source
-        try:
-            preprocessing = get_backbone(source).preprocessing
-        except ValueError:  # registered in the saving process only
-            preprocessing = None
-    else:
-        name = source.get("config", {}).get("name")
+    # The registry entry the extractor was named or recognised as carries the recipe.
+    preprocessing = extractor.spec.preprocessing if extractor.spec is not None else None
+    name = source if isinstance(source, str) else source.get("config", {}).get("name")
     backbone = {
         "name": name,
+        "arch": extractor.arch,
         "layer": extractor.name,
         "preprocessing": preprocessing,
         "input_shape": list(config["input_shape"]),
