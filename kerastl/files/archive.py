@@ -9,6 +9,7 @@ import stat
 import tempfile
 import time
 import zipfile
+import zlib
 
 from kerastl import _keras_private
 
@@ -20,6 +21,13 @@ except ImportError:  # Windows: staging directories are not cleaned up
 CONFIG = "config.json"
 KERAS_METADATA = "metadata.json"
 KERASTL_METADATA = "kerastl.json"
+# The most kerastl reads of an archive's JSON members. config.json: 64 MiB, over
+# 60x the largest keras.applications config (NASNetLarge, 1.0 MB; EfficientNetV2L
+# 0.96 MB; ConvNeXtXLarge 0.26 MB). kerastl.json and Keras's metadata.json:
+# 16 MiB, room for over half a million history values (a dozen metrics over 40,000
+# epochs) or 100,000 class names of 100 characters.
+MAX_CONFIG_BYTES = 64 * 2**20
+MAX_METADATA_BYTES = 16 * 2**20
 _COPY_CHUNK = 1 << 20
 # Staging directories: a short fixed name (the target's may already be 255
 # characters) and the lock file that marks one as kerastl's.
@@ -28,11 +36,20 @@ STAGING_LOCK = "kerastl-staging.lock"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-def open_keras_zip(path, arg="path"):
-    """The checked `zipfile.ZipFile` of a `.keras` file; clear errors for anything else."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not zipfile.is_zipfile(path):
+def open_keras_zip(path, arg="path", source=None):
+    """The checked `zipfile.ZipFile` of a `.keras` file; clear errors for anything else.
+
+    `source` is what is read: an open binary file or a local copy of `path`
+    (`path` itself by default); errors always name `path`.
+    """
+    source = path if source is None else source
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            head = f.read(4)
+    else:
+        source.seek(0)
+        head = source.read(4)
+    if not zipfile.is_zipfile(source):
         if head.startswith(b"PK"):
             raise ValueError(
                 f"The file is a truncated or corrupted .keras archive (its zip directory "
@@ -43,8 +60,8 @@ def open_keras_zip(path, arg="path"):
             f"legacy HDF5 .h5 file). Received: {arg}={path!r}"
         )
     try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         raise ValueError(
             f"The .keras archive is corrupted ({e}). Received: {arg}={path!r}"
         ) from None
@@ -58,10 +75,27 @@ def open_keras_zip(path, arg="path"):
 
 
 def check_integrity(archive, path, arg="path"):
-    """Reads every member once: a flipped byte fails its CRC here, not deep in h5py."""
+    """Reads every member once: a flipped byte fails its CRC here, not deep in h5py.
+
+    JSON members larger than kerastl reads (`member_limit`) are refused first, by
+    their declared size.
+    """
+    for name in (CONFIG, KERAS_METADATA, KERASTL_METADATA):
+        if name in archive.namelist():
+            size = archive.getinfo(name).file_size
+            if size > member_limit(name):
+                raise _too_large(name, f"{size:,} bytes", path, arg)
     try:
         bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,  # an encrypted member
+    ) as e:
         bad, reason = None, str(e)
     else:
         reason = None
@@ -70,10 +104,63 @@ def check_integrity(archive, path, arg="path"):
         raise ValueError(f"The .keras archive is corrupted ({where}). Received: {arg}={path!r}")
 
 
-def read_json_member(archive, name):
+def member_limit(name):
+    """The most bytes kerastl reads of the JSON member `name`."""
+    return MAX_CONFIG_BYTES if name == CONFIG else MAX_METADATA_BYTES
+
+
+def read_json_member(archive, name, path, arg="path"):
+    """The JSON object in member `name` of `archive` (`None` if absent); errors name `path`.
+
+    Bounded twice: a member declared larger than `member_limit(name)` is refused
+    unread, and the read itself stops one byte past the limit, so a member
+    whose stream outruns its declared size is refused too.
+    """
     if name not in archive.namelist():
         return None
-    return json.loads(archive.read(name))
+    limit = member_limit(name)
+    info = archive.getinfo(name)
+    if info.file_size > limit:
+        raise _too_large(name, f"{info.file_size:,} bytes", path, arg)
+    try:
+        with archive.open(info) as f:
+            data = f.read(limit + 1)
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as e:
+        raise ValueError(
+            f"The .keras archive is corrupted (member {name!r}: {e}). Received: {arg}={path!r}"
+        ) from None
+    if len(data) > limit:
+        raise _too_large(name, f"over {limit:,} bytes (more than it declares)", path, arg)
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        reason = f"{type(e).__name__}: {str(e)[:200]}"
+        raise ValueError(
+            f"The .keras archive member {name!r} is not valid JSON ({reason}). "
+            f"Received: {arg}={path!r}"
+        ) from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"The .keras archive member {name!r} must hold a JSON object, not a "
+            f"{type(value).__name__}. Received: {arg}={path!r}"
+        )
+    return value
+
+
+def _too_large(name, size, path, arg):
+    limit = member_limit(name)
+    return ValueError(
+        f"The .keras archive member {name!r} is {size}; kerastl reads at most "
+        f"{limit:,} bytes ({limit / 2**20:g} MiB) of it. Received: {arg}={path!r}"
+    )
 
 
 def neutral_compile_config(config):

@@ -1,6 +1,5 @@
 """`load_model` and `read_metadata`: any `.keras` or legacy `.h5` file, on any backend."""
 
-import json
 import os
 import shutil
 import tempfile
@@ -24,6 +23,13 @@ def load_model(path, compile=True, safe_mode=True, custom_objects=None):
     `read_metadata`); files saved without kerastl get what can be read off the
     model (task, backbone) and `None` elsewhere.
 
+    A load reads one version of the file, even while another process saves
+    to the same path: the file is opened once and streamed to a private
+    temporary directory (which needs room for it: see `TMPDIR`), and the
+    metadata, the checks and Keras all read that copy. kerastl reads at most
+    `kerastl.files.archive.MAX_CONFIG_BYTES` of `config.json` and
+    `MAX_METADATA_BYTES` of `kerastl.json`; larger members are refused.
+
     Args:
         path: a `.keras` or `.h5` file.
         compile: whether to restore the compile state (optimizer and its
@@ -46,19 +52,22 @@ def _load_model(path, compile, safe_mode, custom_objects, arg="path"):
     """`load_model` whose errors name the caller's argument `arg`."""
     path = model_files.check_model_path(path, arg)
     archive.remove_stale_staging(os.path.dirname(os.path.abspath(path)))
-    if model_files.is_legacy_h5(path, arg):
-        meta = _legacy_metadata(path, arg)
-        if safe_mode:
-            model_files.refuse_legacy_code(path, arg)
-        model = model_files.keras_load(path, path, False, safe_mode, custom_objects, arg)
-    else:
-        with archive.open_keras_zip(path, arg) as zf:
-            archive.check_integrity(zf, path, arg)
-            config = json.loads(zf.read(archive.CONFIG))
-            stored = archive.read_json_member(zf, archive.KERASTL_METADATA)
-            keras_meta = archive.read_json_member(zf, archive.KERAS_METADATA) or {}
-        model = _load_neutral(path, config, compile, safe_mode, custom_objects, arg)
-        meta = _full_metadata(stored, keras_meta)
+    # One version of the file: the metadata, the checks and Keras all read this copy.
+    with model_files.snapshot(path, arg) as local:
+        if model_files.is_legacy_h5(path, arg, source=local):
+            attrs = model_files.legacy_attrs(path, arg, source=local)
+            if safe_mode:
+                model_files.refuse_legacy_code(path, arg, attrs=attrs)
+            meta = _legacy_metadata(attrs)
+            model = model_files.keras_load(local, path, False, safe_mode, custom_objects, arg)
+        else:
+            with archive.open_keras_zip(path, arg, source=local) as zf:
+                archive.check_integrity(zf, path, arg)
+                config = archive.read_json_member(zf, archive.CONFIG, path, arg)
+                stored = archive.read_json_member(zf, archive.KERASTL_METADATA, path, arg)
+                keras_meta = archive.read_json_member(zf, archive.KERAS_METADATA, path, arg)
+            model = _load_neutral(local, path, config, compile, safe_mode, custom_objects, arg)
+            meta = _full_metadata(stored, keras_meta)
     if meta["task"] is None:  # saved without kerastl: read what the model shows
         inferred = describe_model(model, class_names=meta["class_names"])
         for key in (
@@ -93,25 +102,27 @@ def read_metadata(path):
         return meta
     path = model_files.check_model_path(path)
     archive.remove_stale_staging(os.path.dirname(os.path.abspath(path)))
-    if model_files.is_legacy_h5(path):
-        return _legacy_metadata(path)
-    with archive.open_keras_zip(path) as zf:
-        stored = archive.read_json_member(zf, archive.KERASTL_METADATA)
-        keras_meta = archive.read_json_member(zf, archive.KERAS_METADATA) or {}
+    with model_files.open_once(path) as f:  # one version, and no copy: nothing to build
+        if model_files.is_legacy_h5(path, source=f):
+            return _legacy_metadata(model_files.legacy_attrs(path, source=f))
+        with archive.open_keras_zip(path, source=f) as zf:
+            stored = archive.read_json_member(zf, archive.KERASTL_METADATA, path)
+            keras_meta = archive.read_json_member(zf, archive.KERAS_METADATA, path)
     return _full_metadata(stored, keras_meta)
 
 
-def _load_neutral(path, config, compile, safe_mode, custom_objects, arg):
+def _load_neutral(local, path, config, compile, safe_mode, custom_objects, arg):
+    """Keras's load of `local` (the snapshot of `path`), its compile state made neutral."""
     compile_config = config.get("compile_config")
     neutral = archive.neutral_compile_config(compile_config)
     if not compile or neutral == compile_config:
-        return model_files.keras_load(path, path, compile, safe_mode, custom_objects, arg)
+        return model_files.keras_load(local, path, compile, safe_mode, custom_objects, arg)
     # Saved by plain Keras with backend-private compile state: load a neutral copy.
     config["compile_config"] = neutral
     work = tempfile.mkdtemp(prefix="kerastl-load-")
     try:
         patched = os.path.join(work, "model.keras")
-        archive.rewrite(path, patched, config=config)
+        archive.rewrite(local, patched, config=config)
         return model_files.keras_load(patched, path, compile, safe_mode, custom_objects, arg)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -120,19 +131,19 @@ def _load_neutral(path, config, compile, safe_mode, custom_objects, arg):
 def _full_metadata(stored, keras_meta):
     meta = empty_metadata()
     meta["format"] = "keras"
-    meta["keras_version"] = keras_meta.get("keras_version")
+    meta["keras_version"] = (keras_meta or {}).get("keras_version")
     if stored:
         meta.update(stored)
     return meta
 
 
-def _legacy_metadata(path, arg="path"):
+def _legacy_metadata(attrs):
+    """The metadata of a legacy HDF5 file, from its root attributes (`legacy_attrs`)."""
     meta = empty_metadata()
     meta["format"] = "legacy_h5"
-    attrs = model_files.legacy_attrs(path, arg)
     for key in ("keras_version", "backend"):
         value = attrs.get(key)
-        meta[key] = (
-            value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
-        )
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        meta[key] = None if value is None else str(value)
     return meta

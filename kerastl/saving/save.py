@@ -51,11 +51,19 @@ def save_model(model, path, class_names=None, history=None, metadata=None):
     path = _check_path(path)
     meta = describe_model(model, class_names=class_names, history=history, metadata=metadata)
     text = finite_json(meta)
+    _check_metadata_size(text, meta, metadata)
 
     with archive.staging_dir(path) as work:
         staged = os.path.join(work, "model.keras")
         model.save(staged)
         with archive.open_keras_zip(staged) as zf:
+            size = zf.getinfo(archive.CONFIG).file_size
+            if size > archive.MAX_CONFIG_BYTES:
+                raise ValueError(
+                    f"The model's config.json is {size:,} bytes; kerastl loads at most "
+                    f"{archive.MAX_CONFIG_BYTES:,}, so the file could not be loaded back. "
+                    f"Received: model={model.name!r}"
+                )
             config = json.loads(zf.read(archive.CONFIG))
         if "compile_config" in config:
             config["compile_config"] = archive.neutral_compile_config(config["compile_config"])
@@ -65,6 +73,26 @@ def save_model(model, path, class_names=None, history=None, metadata=None):
     meta = json.loads(text)
     model.__dict__["kerastl_metadata"] = meta  # plain attribute: not tracked, not saved
     return meta
+
+
+def _check_metadata_size(text, meta, metadata):
+    """Refuses metadata that `load_model` would refuse to read back (`MAX_METADATA_BYTES`)."""
+    size = len(text.encode("utf-8"))
+    limit = archive.MAX_METADATA_BYTES
+    if size <= limit:
+        return
+    parts = {
+        "class_names": meta["class_names"],
+        "history": meta["history"],
+        "metadata": metadata,
+    }
+    sizes = {name: len(finite_json(value)) for name, value in parts.items()}
+    arg = max(sizes, key=sizes.get)
+    raise ValueError(
+        f"The kerastl metadata would be {size:,} bytes of JSON; kerastl reads at most "
+        f"{limit:,} back, so the file could not be loaded. Most of it is `{arg}`. "
+        f"Received: {arg}=<{sizes[arg]:,} bytes as JSON>"
+    )
 
 
 def _check_path(path):
