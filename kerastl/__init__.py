@@ -29,16 +29,27 @@ from kerastl.saving import (
     read_metadata,
     save_model,
 )
-from kerastl.training import GradualUnfreezing, PerLayerLR, explain, set_freeze
+from kerastl.training import (
+    FineTuneHistory,
+    GradualUnfreezing,
+    PerLayerLR,
+    Plan,
+    explain,
+    fine_tune,
+    recommend,
+    set_freeze,
+)
 
 __all__ = [
     "__version__",
     "ExportDependencyError",
     "FeatureExtractor",
+    "FineTuneHistory",
     "GeMPooling2D",
     "GlobalPooling2D",
     "GradualUnfreezing",
     "PerLayerLR",
+    "Plan",
     "Prediction",
     "Predictor",
     "WeightsDownloadError",
@@ -48,6 +59,7 @@ __all__ = [
     "callbacks",
     "data",
     "explain",
+    "fine_tune",
     "export",
     "freeze",
     "heads",
@@ -57,6 +69,7 @@ __all__ = [
     "optimizers",
     "preprocessing",
     "read_metadata",
+    "recommend",
     "save_model",
     "saving",
     "set_freeze",

@@ -27,6 +27,13 @@ def check_positive_int(value, arg):
     return int(value)
 
 
+def check_positive_number(value, arg):
+    """Refuses anything but a finite real number > 0 (bools not)."""
+    if not is_finite_number(value) or value <= 0:
+        raise ValueError(f"`{arg}` must be a positive number. Received: {arg}={value!r}")
+    return float(value)
+
+
 def check_class_names(class_names):
     """An ordered sequence of distinct, non-empty strings, as a list.
 

@@ -153,10 +153,11 @@ def resolve_backbone(
                 "`backbone_kwargs` apply to registry backbones only. "
                 f"Received: backbone_kwargs={backbone_kwargs!r}"
             )
+        backbone = _functional(backbone)
         if submodel is not None:
-            source = _pick_submodel(backbone, submodel)
+            source = _functional(_pick_submodel(backbone, submodel))
         else:
-            source = _find_backbone(backbone, cut, outputs)
+            source = _functional(_find_backbone(backbone, cut, outputs))
         _check_model(source, input_shape)
         if weights not in (None, "imagenet"):
             load_weights_file(source, weights, owner=f"model {source.name!r}")
@@ -305,6 +306,22 @@ def _global_dtype_policy(policy):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def _functional(model):
+    """`model` as a functional model (a Sequential shares its layers with one)."""
+    if not isinstance(model, keras.Sequential):
+        return model
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError(
+            f"The Sequential backbone {model.name!r} has no input shape yet: start it with "
+            f"keras.Input((height, width, channels)). Received: backbone={model.name!r}"
+        )
+    return keras.Model(inputs, outputs[0], name=model.name)
 
 
 def _is_feature_model(model):

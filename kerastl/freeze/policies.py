@@ -319,6 +319,18 @@ def is_batchnorm(layer):
     return isinstance(layer, keras.layers.BatchNormalization)
 
 
+def check_policy(model, policy, blocks, bn="frozen"):
+    """The names of the layers `policy` selects in `model`, without changing anything.
+
+    Raises `ValueError` when the policy does not fit the model, or asks for
+    training and would train no weight under `bn`.
+    """
+    chosen = policy.trainable_layers(model, blocks)
+    if policy.asks_for_training():
+        _check_trains_something(model, policy, chosen, bn)
+    return chosen
+
+
 def set_trainable(model, policy, blocks, bn="frozen"):
     """Sets `trainable` on each layer of `model` as `policy` and `bn` say.
 
@@ -329,9 +341,7 @@ def set_trainable(model, policy, blocks, bn="frozen"):
     (`asks_for_training()`) but would train no weight raises `ValueError`,
     before anything changes, saying why.
     """
-    chosen = policy.trainable_layers(model, blocks)
-    if policy.asks_for_training():
-        _check_trains_something(model, policy, chosen, bn)
+    chosen = check_policy(model, policy, blocks, bn)
     if chosen:
         # A trainable layer inside a frozen container would still be skipped.
         model.trainable = True

@@ -1,23 +1,35 @@
 """What changes how a model trains.
 
+`fine_tune` runs the two-phase recipe (head, then backbone) in one call;
 `set_freeze` applies a freeze policy to a model and recompiles it with its
 optimizer state; `explain` shows what trains; `PerLayerLR` gives layers their
 own learning rates; `GradualUnfreezing` unfreezes blocks during `fit`.
 """
 
+from kerastl.training.advisor import Plan, recommend
 from kerastl.training.explain import explain
+from kerastl.training.fine_tune import FineTuneHistory, fine_tune
 from kerastl.training.gradual_unfreezing import GradualUnfreezing
+from kerastl.training.losses import SparseCategoricalCrossentropy
 from kerastl.training.per_layer_lr import PerLayerLR
 from kerastl.training.policy import RecompileWarning, change_freeze, set_freeze
 from kerastl.training.recompile import clone_optimizer, recompile_model
+from kerastl.training.schedules import OneCycle, WarmupCosine
 
 __all__ = [
+    "FineTuneHistory",
     "GradualUnfreezing",
+    "OneCycle",
+    "Plan",
     "PerLayerLR",
     "RecompileWarning",
+    "SparseCategoricalCrossentropy",
+    "WarmupCosine",
     "change_freeze",
     "clone_optimizer",
     "explain",
+    "fine_tune",
+    "recommend",
     "recompile_model",
     "set_freeze",
 ]

@@ -1,0 +1,355 @@
+"""`recommend`: which transfer-learning recipe fits how much data you have and how far it is.
+
+The classic table (CS231n's transfer-learning notes; Yosinski et al. 2014) has
+four regimes, little or much data per class times a task similar to or
+different from the backbone's pretraining (ImageNet photographs):
+
+| | similar task | different task |
+|---|---|---|
+| little data | linear head on the top features | linear head on earlier features |
+| much data | fine-tune the top of the backbone | fine-tune the whole backbone |
+
+`recommend` turns a regime into a `Plan` that `kerastl.fine_tune` takes as
+`plan=`: its freeze policy, epochs, learning rates and BatchNorm mode, plus the
+head and the layer to cut the backbone at.
+"""
+
+import dataclasses
+import numbers
+import textwrap
+
+from kerastl._checks import is_finite_number
+from kerastl.backbones.registry import get_backbone
+from kerastl.freeze.policies import FreezeAll, FreezeNone, FreezePolicy, TrainFraction
+from kerastl.heads.builders import binary, multiclass
+
+SIMILARITIES = ("similar", "different")
+LITTLE_DATA = 100
+"""Images per class from which `recommend` calls the data "much" (see `recommend`)."""
+
+_HEAD_EPOCHS_LITTLE = 10
+_HEAD_EPOCHS_MUCH = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A transfer-learning recipe: what `kerastl.recommend` returns, `fine_tune(plan=)` takes.
+
+    `kerastl.fine_tune(model, data, epochs=plan.epochs, plan=plan)` uses its
+    `head_epochs`, `lr`, `lr_mult`, `unfreeze` and `bn`; arguments given to
+    `fine_tune` explicitly win over the plan's.
+
+    Attributes:
+        regime: `"little data, similar task"`, `"little data, different task"`,
+            `"much data, similar task"` or `"much data, different task"`.
+        data: `"little"` or `"much"`.
+        similarity: `"similar"` or `"different"`.
+        n_samples_per_class: the number the plan was made for.
+        threshold: images per class from which the data counted as much.
+        n_classes: the number of classes, or `None`.
+        backbone: the registry name of the backbone, or `None`.
+        head_epochs: epochs of phase 1 (head only, backbone frozen).
+        epochs: epochs of phase 2 (the backbone opens): 0 when only the head
+            trains. Pass it to `fine_tune` as `epochs=plan.epochs`.
+        lr: peak learning rate of phase 1 (phase 2 peaks at `lr / 2`).
+        lr_mult: the head's phase-2 rate over the backbone's first block's.
+        unfreeze: the `kerastl.freeze` policy of phase 2 (`FreezeAll()` when
+            the backbone stays frozen).
+        bn: BatchNorm mode in phase 2: `"frozen"`, `"affine"` or `"train"`.
+        cut: a feature key (`"S16"`) to cut the backbone at
+            (`kerastl.FeatureExtractor(..., cut=plan.cut)`), or `None` for its
+            last layer.
+        head_kwargs: options for `kerastl.heads.multiclass` / `binary`
+            (`plan.head(n_classes)` builds the head with them).
+        explanation: why, in a few sentences.
+    """
+
+    regime: str
+    data: str
+    similarity: str
+    n_samples_per_class: float
+    threshold: float
+    n_classes: int | None
+    backbone: str | None
+    head_epochs: int
+    epochs: int
+    lr: float
+    lr_mult: float
+    unfreeze: FreezePolicy
+    bn: str
+    cut: str | None
+    head_kwargs: dict = dataclasses.field(hash=False)
+    explanation: str = ""
+
+    def head(self, n_classes=None, **options):
+        """The recommended head: `binary` for 2 classes, `multiclass` for more.
+
+        Args:
+            n_classes: the number of classes (>= 2); defaults to the plan's.
+            **options: more `TaskHead` options (`class_names`, `priors` ...),
+                over the plan's `head_kwargs`.
+        """
+        n_classes = self.n_classes if n_classes is None else _check_n_classes(n_classes)
+        if n_classes is None:
+            raise ValueError(
+                "The plan was made without `n_classes`: pass it to head() or to "
+                "recommend(). Received: n_classes=None"
+            )
+        options = {**self.head_kwargs, **options}
+        if n_classes == 2:
+            return binary(**options)
+        return multiclass(n_classes, **options)
+
+    def __str__(self):
+        backbone = self.backbone or "backbone"
+        cut = f", cut at {self.cut!r}" if self.cut else ""
+        head = ", ".join(f"{k}={v!r}" for k, v in self.head_kwargs.items())
+        if self.epochs:
+            phase2 = (
+                f"{_epochs(self.epochs)}, {self.unfreeze!r} trains, BatchNorm {self.bn};\n"
+                f"    peak lr {_rate(self.lr / 2)} at the head, {self.lr_mult:g}x lower at the "
+                "backbone's first block"
+            )
+        else:
+            phase2 = f"none (epochs=0): {backbone} stays frozen"
+        why = textwrap.fill(
+            self.explanation, width=88, initial_indent="  why: ", subsequent_indent="    "
+        )
+        return "\n".join(
+            [
+                f"Plan: {self.regime} ({_count(self.n_samples_per_class)} images per class; "
+                f"much data from {_count(self.threshold)})",
+                f"  phase 1: head ({head}) on frozen {backbone}{cut}, "
+                f"{_epochs(self.head_epochs)} at lr {_rate(self.lr)}",
+                f"  phase 2: {phase2}",
+                why,
+            ]
+        )
+
+
+def recommend(
+    n_samples_per_class, similarity="similar", n_classes=None, backbone=None, threshold=LITTLE_DATA
+):
+    """The transfer-learning recipe for your amount of data and task: a `Plan` for `fine_tune`.
+
+    The four regimes (CS231n transfer-learning notes; Yosinski et al. 2014,
+    "How transferable are features in deep neural networks?": early layers
+    learn general features, the last ones features specific to the
+    pretraining task, and fine-tuning helps most when there is enough data to
+    move them without overfitting):
+
+    - **little data, similar task**: the backbone stays frozen and only a
+      linear head trains on its top features (`FreezeAll()`, `epochs=0`,
+      `head_epochs=10`, `lr=1e-3`, head dropout 0.3). The top features already
+      describe the classes; fine-tuning millions of weights on a few images
+      per class would memorise them. `lr_mult` stays `fine_tune`'s 100, so
+      opening the backbone anyway (`epochs=..., unfreeze=...`) keeps low rates.
+    - **little data, different task**: the same frozen backbone and linear
+      head, but on earlier, more generic features: `cut="S16"` (the last
+      stride-16 layer; for a registry backbone whose deepest key is S16, the
+      key before it). The last stage's features are the most specific to
+      ImageNet (Yosinski et al.), so they transfer worst to a far task.
+    - **much data, similar task**: the head trains one epoch, then the top 30%
+      of the backbone's weighted layers fine-tune for 5 epochs
+      (`TrainFraction(0.3)`, `lr_mult=100`, BatchNorm frozen): fastai's
+      `fine_tune` rates (head at `lr / 2`, first block 100x lower) and the
+      Keras guide's frozen BatchNorm. The early, generic layers stay fixed
+      since they need not change for a similar task, which also saves memory
+      and time. A fraction of layers fits every backbone, where
+      `TrainTopBlocks(n)` fails on backbones with fewer than `n` blocks.
+    - **much data, different task**: the head trains one epoch, then the whole
+      backbone fine-tunes for 10 epochs (`FreezeNone()`), with a flatter rate
+      profile (`lr_mult=10`: early layers must adapt too) and BatchNorm
+      statistics re-estimated on the new images (`bn="train"`, AdaBN, Li et
+      al. 2016; use `bn="affine"` with batches under ~16).
+
+    All phase-1 rates are `lr=1e-3`, Adam's default and the Keras
+    transfer-learning guide's rate for a new head. Pass `early_stopping=` and a
+    validation set to `fine_tune` to stop earlier than the plan's epochs.
+
+    The `threshold` of 100 images per class is a rule of thumb, not a law:
+    the gain of fine-tuning over frozen features grows gradually with data. It
+    is about where fastai's end-to-end `fine_tune` is routinely shown to work
+    (the Oxford-IIIT Pet breeds: ~150-200 training images per class), and
+    below it a validation split is too small (~20 images per class) to catch
+    a fine-tuned backbone overfitting, while a linear head on frozen features
+    (a few thousand weights per class) is hard to overfit. A similar task
+    means natural photographs of objects like ImageNet's; a different one,
+    e.g. medical, satellite, microscopy or document images.
+
+    Args:
+        n_samples_per_class: training images per class (an average is fine),
+            a number > 0.
+        similarity: `"similar"` or `"different"`: how close the task is to the
+            backbone's pretraining.
+        n_classes: the number of classes (>= 2), for `plan.head()`; or `None`.
+        backbone: a registry name (`kerastl.backbones.list_backbones()`): the
+            plan's `cut` is then one of its feature keys. `None`: no cut is
+            named (the explanation says where to cut).
+        threshold: images per class from which the data counts as "much".
+
+    Returns:
+        A frozen `Plan`.
+
+    Example:
+
+    ```python
+    plan = kerastl.recommend(40, similarity="different", n_classes=5, backbone="resnet50")
+    print(plan.regime)  # little data, different task
+    print(plan.unfreeze, plan.epochs, plan.cut)  # FreezeAll() 0 S16
+    plan = kerastl.recommend(500, "similar", n_classes=3)
+    print(plan.unfreeze, plan.head_epochs, plan.epochs, plan.lr_mult)
+    # TrainFraction(f=0.3) 1 5 100.0
+    backbone = keras.Sequential(
+        [keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, name="conv")], name="tiny"
+    )
+    extractor = kerastl.FeatureExtractor(backbone, pooling="avg", cut=plan.cut)
+    prep = kerastl.preprocessing.pipeline(extractor, mode="tf")
+    model = kerastl.build_model(extractor, plan.head(), prep)
+    x = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3)).astype("uint8")
+    y = np.arange(12) % 3
+    history = kerastl.fine_tune(model, (x, y), epochs=plan.epochs, plan=plan, verbose=0)
+    print(history.phases, len(history.epoch))  # ['head', 'fine-tune'] 6
+    ```
+    """
+    if isinstance(n_samples_per_class, bool) or not isinstance(n_samples_per_class, numbers.Real):
+        raise TypeError(
+            "`n_samples_per_class` must be a number (training images per class). "
+            f"Received: n_samples_per_class={n_samples_per_class!r}"
+        )
+    if not is_finite_number(n_samples_per_class) or n_samples_per_class <= 0:
+        raise ValueError(
+            "`n_samples_per_class` must be a finite number > 0. "
+            f"Received: n_samples_per_class={n_samples_per_class!r}"
+        )
+    if not isinstance(similarity, str) or similarity not in SIMILARITIES:
+        raise ValueError(
+            f"`similarity` must be one of {SIMILARITIES}: how close the task is to the "
+            f"backbone's pretraining. Received: similarity={similarity!r}"
+        )
+    if n_classes is not None:
+        n_classes = _check_n_classes(n_classes)
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(
+            f"`threshold` must be a number (images per class). Received: threshold={threshold!r}"
+        )
+    if not is_finite_number(threshold) or threshold <= 0:
+        raise ValueError(
+            f"`threshold` must be a finite number > 0 (images per class). "
+            f"Received: threshold={threshold!r}"
+        )
+    spec = None
+    if backbone is not None:
+        if not isinstance(backbone, str):
+            raise TypeError(
+                "`backbone` must be a registry name (kerastl.backbones.list_backbones()) "
+                f"or None. Received: backbone={backbone!r}"
+            )
+        spec = get_backbone(backbone)  # unknown names: ValueError with close matches
+
+    data = "little" if n_samples_per_class < threshold else "much"
+    regime = f"{data} data, {similarity} task"
+    count = (
+        f"{_count(n_samples_per_class)} images per class is "
+        f"{'below' if data == 'little' else 'at least'} the {_count(threshold)} from which "
+        "fine-tuning the backbone pays off without overfitting."
+    )
+    cut = None
+    if data == "little":
+        head_epochs, epochs, lr_mult, unfreeze, bn = (
+            _HEAD_EPOCHS_LITTLE,
+            0,
+            100.0,
+            FreezeAll(),
+            "frozen",
+        )
+        head_kwargs = {"dropout": 0.3}
+        if similarity == "similar":
+            why = (
+                f"{count} The backbone's top features already describe classes like yours, "
+                "so only a linear head trains on them (the backbone stays frozen: "
+                "fine_tune(..., epochs=plan.epochs) runs the head phase only)."
+            )
+        else:
+            cut = _earlier_cut(spec) if spec is not None else None
+            where = (
+                f"cut {spec.name} at {cut!r}"
+                if cut
+                else "cut the backbone before its last stage "
+                "(FeatureExtractor(..., cut='S16') for a registry backbone)"
+            )
+            why = (
+                f"{count} The last stage's features are the most specific to the "
+                "pretraining task and transfer worst to a different one: "
+                f"{where} and train only a linear head on those earlier, more generic "
+                "features, the backbone frozen."
+            )
+    else:
+        head_epochs = _HEAD_EPOCHS_MUCH
+        head_kwargs = {"dropout": 0.2}
+        if similarity == "similar":
+            epochs, lr_mult, unfreeze, bn = 5, 100.0, TrainFraction(0.3), "frozen"
+            why = (
+                f"{count} The head trains first on frozen features, then the top 30% of "
+                "the backbone fine-tunes at low, layer-wise decreasing rates; its early, "
+                "generic layers need not change for a task like its pretraining."
+            )
+        else:
+            epochs, lr_mult, unfreeze, bn = 10, 10.0, FreezeNone(), "train"
+            why = (
+                f"{count} The task is far from the pretraining, so after a head epoch the "
+                "whole backbone fine-tunes, early layers at only 10x lower rates, and "
+                "BatchNorm re-estimates its statistics on the new images."
+            )
+    return Plan(
+        regime=regime,
+        data=data,
+        similarity=similarity,
+        n_samples_per_class=n_samples_per_class,
+        threshold=threshold,
+        n_classes=n_classes,
+        backbone=None if spec is None else spec.name,
+        head_epochs=head_epochs,
+        epochs=epochs,
+        lr=1e-3,
+        lr_mult=lr_mult,
+        unfreeze=unfreeze,
+        bn=bn,
+        cut=cut,
+        head_kwargs=head_kwargs,
+        explanation=why,
+    )
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+def _earlier_cut(spec):
+    """The feature key to cut at for a far task: `"S16"`, else the one before the deepest."""
+    keys = list(spec.feature_layers)
+    if "S16" in keys[:-1]:
+        return "S16"
+    return keys[-2] if len(keys) >= 2 else None
+
+
+def _check_n_classes(n_classes):
+    if isinstance(n_classes, bool) or not isinstance(n_classes, numbers.Integral):
+        raise TypeError(f"`n_classes` must be an int >= 2. Received: n_classes={n_classes!r}")
+    if n_classes < 2:
+        raise ValueError(
+            "`n_classes` must be at least 2 (one yes/no output is 2 classes: a binary "
+            f"head). Received: n_classes={n_classes!r}"
+        )
+    return int(n_classes)
+
+
+def _count(value):
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _epochs(count):
+    return f"{count} epoch{'s' if count != 1 else ''}"
+
+
+def _rate(value):
+    return f"{value:.0e}" if value < 0.01 else f"{value:g}"

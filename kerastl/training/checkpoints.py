@@ -1,0 +1,127 @@
+"""Crash-safe training checkpoints: weights, optimizer state and run state, one directory each.
+
+A checkpoint is a directory `ckpt-00003` holding the model's weights
+(`model.weights.h5`, BatchNorm statistics included), the optimizer's variables
+(`optimizer.npz`, its step count included, so a schedule goes on where it
+stopped) and `state.json` (phase, epochs done, history). It is written under a
+temporary name, flushed, then renamed; `latest.json` then points at it,
+replaced atomically. A process killed at any moment leaves the previous
+checkpoint and pointer intact; leftovers of a killed write are removed by the
+next one.
+"""
+
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+
+LATEST = "latest.json"
+WEIGHTS = "model.weights.h5"
+OPTIMIZER = "optimizer.npz"
+STATE = "state.json"
+_PREFIX = "ckpt-"
+_PARTIAL = ".partial-"
+
+
+class Checkpoints:
+    """The checkpoints of one run in `directory` (created if missing)."""
+
+    def __init__(self, directory, arg="checkpoint_dir"):
+        if isinstance(directory, os.PathLike):
+            directory = os.fspath(directory)
+        if not isinstance(directory, str) or not directory:
+            raise TypeError(f"`{arg}` must be a directory path. Received: {arg}={directory!r}")
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise NotADirectoryError(
+                f"`{arg}` names a file, not a directory. Received: {arg}={directory!r}"
+            )
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise OSError(
+                f"`{arg}` cannot be created ({e.strerror}). Received: {arg}={directory!r}"
+            ) from None
+        self.directory = directory
+        self.arg = arg
+
+    def latest(self):
+        """The newest complete checkpoint's `(state, path)`, or `None`."""
+        pointer = os.path.join(self.directory, LATEST)
+        if not os.path.exists(pointer):
+            return None
+        try:
+            with open(pointer) as f:
+                name = json.load(f)["checkpoint"]
+            path = os.path.join(self.directory, os.path.basename(name))
+            with open(os.path.join(path, STATE)) as f:
+                state = json.load(f)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"The checkpoint in `{self.arg}` cannot be read ({type(e).__name__}: {e}); "
+                f"remove the directory to start over. Received: {self.arg}={self.directory!r}"
+            ) from None
+        return state, path
+
+    def write(self, model, state):
+        """Writes a checkpoint of `model` (weights and optimizer) with `state`; returns its path."""
+        self._remove_partials()
+        name = f"{_PREFIX}{int(state['epochs_done']):05d}"
+        final = os.path.join(self.directory, name)
+        partial = os.path.join(self.directory, f"{_PARTIAL}{name}-{os.getpid()}")
+        os.makedirs(partial)
+        model.save_weights(os.path.join(partial, WEIGHTS))
+        variables = model.optimizer.variables if model.optimizer is not None else []
+        with open(os.path.join(partial, OPTIMIZER), "wb") as f:
+            np.savez(f, *[np.asarray(_numpy(v)) for v in variables])
+            _flush(f)
+        with open(os.path.join(partial, STATE), "w") as f:
+            json.dump(state, f)
+            _flush(f)
+        if os.path.exists(final):  # the same epoch written again after a resume
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        pointer = os.path.join(self.directory, LATEST)
+        tmp = f"{pointer}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"checkpoint": name}, f)
+            _flush(f)
+        os.replace(tmp, pointer)
+        for other in os.listdir(self.directory):
+            if other.startswith(_PREFIX) and other != name:
+                shutil.rmtree(os.path.join(self.directory, other), ignore_errors=True)
+        return final
+
+    def restore(self, model, path, optimizer=True):
+        """Loads the weights at `path` into `model`; with `optimizer`, its built optimizer too."""
+        model.load_weights(os.path.join(path, WEIGHTS))
+        if not optimizer:
+            return
+        with np.load(os.path.join(path, OPTIMIZER)) as stored:
+            values = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+        variables = model.optimizer.variables
+        shapes = [tuple(v.shape) for v in variables]
+        if [tuple(v.shape) for v in values] != shapes:
+            raise ValueError(
+                f"The optimizer state in `{self.arg}` does not fit this model's optimizer "
+                f"({len(values)} saved variables, {len(variables)} here): the checkpoint is "
+                f"from another run. Received: {self.arg}={self.directory!r}"
+            )
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
+
+    def _remove_partials(self):
+        for other in os.listdir(self.directory):
+            if other.startswith(_PARTIAL):
+                shutil.rmtree(os.path.join(self.directory, other), ignore_errors=True)
+
+
+def _numpy(variable):
+    # Through the backend tensor: a torch parameter needs detaching first.
+    return keras.ops.convert_to_numpy(getattr(variable, "value", variable))
+
+
+def _flush(f):
+    f.flush()
+    os.fsync(f.fileno())

@@ -1,0 +1,357 @@
+"""`kerastl.fine_tune`: the two phases, what each trains, reported figures, resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from support import calibrate_batchnorm, real_images, tf_mode
+
+import kerastl
+from kerastl.freeze import TrainPattern, TrainTopBlocks
+from kerastl.training import checkpoints as checkpoints_module
+from kerastl.training.checkpoints import Checkpoints
+
+
+def _backbone(photos):
+    """Three conv / BatchNorm / ReLU blocks, statistics calibrated on real photos."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((32, 32, 3))
+    x = inputs
+    for i, filters in enumerate((8, 16, 16)):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", name=f"conv_{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+        x = keras.layers.ReLU(name=f"relu_{i}")(x)
+    backbone = keras.Model(inputs, x, name="tiny")
+    return calibrate_batchnorm(backbone, tf_mode(photos[:, ::3, ::3]))
+
+
+def _model(photos, bn="frozen"):
+    extractor = kerastl.FeatureExtractor(_backbone(photos), pooling="avg", bn=bn)
+    prep = kerastl.preprocessing.pipeline(extractor, mode="tf")
+    return kerastl.build_model(extractor, kerastl.heads.multiclass(3), preprocessing=prep)
+
+
+def _data(photos):
+    return photos[:, ::3, ::3][:18], np.arange(18) % 3
+
+
+def _snapshot(model):
+    return {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights}
+
+
+class _Snapshots(keras.callbacks.Callback):
+    """The weights at the end of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(_snapshot(self.model))
+
+
+def _changed(before, after):
+    return {path for path in before if not np.array_equal(before[path], after[path])}
+
+
+@pytest.mark.parametrize("bn", ["frozen", "train"])
+def test_phase_one_trains_the_head_phase_two_the_base(photos, bn):
+    model = _model(photos, bn=bn)
+    x, y = _data(photos)
+    start = _snapshot(model)
+    snapshots = _Snapshots()
+    history = kerastl.fine_tune(
+        model,
+        (x, y),
+        (x, y),
+        epochs=1,
+        head_epochs=1,
+        lr=1e-2,
+        batch_size=6,
+        callbacks=[snapshots],
+        verbose=0,
+    )
+    head_phase = _changed(start, snapshots.epochs[0])
+    assert head_phase and all(path.startswith("head/") for path in head_phase)
+    base_phase = _changed(snapshots.epochs[0], snapshots.epochs[1])
+    assert any("conv_0/kernel" in p for p in base_phase)
+    moving = {p for p in base_phase if "moving_" in p}
+    if bn == "train":
+        assert moving  # statistics move only under bn="train"
+    else:
+        assert not moving
+    assert history.phases == ["head", "fine-tune"] and history.phase_boundaries == [1]
+    assert len(history.history["loss"]) == len(history.history["val_accuracy"]) == 2
+
+
+def test_reported_figures_are_those_of_predict(photos):
+    model = _model(photos)
+    x, y = _data(photos)
+    history = kerastl.fine_tune(model, (x, y), (x, y), epochs=1, lr=1e-2, batch_size=6, verbose=0)
+    p = model.predict(x, verbose=0).astype("float64")
+    accuracy = float(np.mean(p.argmax(-1) == y))
+    loss = float(np.mean(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1.0))))
+    assert history.final["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert history.final["loss"] == pytest.approx(loss, rel=1e-4)
+    assert history.initial is not None and history.initial["loss"] != history.final["loss"]
+
+
+def test_phase_two_rates_spread_over_the_blocks(photos):
+    model = _model(photos)
+    x, y = _data(photos)
+    kerastl.fine_tune(model, (x, y), epochs=1, lr_mult=100.0, batch_size=6, verbose=0)
+    optimizer = model.optimizer
+    assert isinstance(optimizer, kerastl.PerLayerLR)
+    extractor = kerastl.layers.find_extractor(model)
+    first = extractor.blocks[0][1][0]
+    last = extractor.blocks[-1][1][0]
+    assert optimizer.multiplier_for_path(f"{first}/kernel") == pytest.approx(0.01)
+    assert optimizer.multiplier_for_path(f"{last}/kernel") > 0.1
+    assert optimizer.multiplier_for_path("head/dense_0/kernel") == 1.0
+    # Top blocks only: the rest stays frozen.
+    model = _model(photos)
+    kerastl.fine_tune(model, (x, y), epochs=1, unfreeze=TrainTopBlocks(1), batch_size=6, verbose=0)
+    trained = {v.path.split("/")[0] for v in model.trainable_weights}
+    assert "conv_2" in trained and "conv_0" not in trained
+
+
+def test_label_smoothing_ema_one_cycle_and_early_stopping_run(photos):
+    model = _model(photos)
+    x, y = _data(photos)
+    # Validation labels that disagree with training ones: the better the model fits
+    # `y`, the worse its validation loss, so early stopping must end phase 2.
+    history = kerastl.fine_tune(
+        model,
+        (x, y),
+        (x, (y + 1) % 3),
+        epochs=4,
+        head_epochs=1,
+        schedule="one_cycle",
+        label_smoothing=0.1,
+        ema=True,
+        early_stopping=1,
+        lr=1e-2,
+        batch_size=6,
+        verbose=0,
+    )
+    assert isinstance(model.loss, kerastl.training.SparseCategoricalCrossentropy)
+    assert model.optimizer.inner_optimizer.use_ema
+    assert history.stopped_early and len(history.epoch) < 5
+    val = history.history["val_loss"]
+    best = min(val[1:])  # phase 2's best epoch: its weights are restored
+    final = history.final["loss"]
+    assert final == pytest.approx(best, rel=1e-3) or final <= best + 1e-6
+
+
+def test_schedules_warm_up_then_decay():
+    schedule = kerastl.training.WarmupCosine(1e-3, total_steps=50, warmup_steps=5)
+    rates = [float(schedule(step)) for step in range(50)]
+    assert rates[0] < rates[4] == pytest.approx(1e-3) and rates[-1] == pytest.approx(0, abs=1e-9)
+    assert all(a >= b for a, b in zip(rates[5:], rates[6:], strict=False))
+    clone = kerastl.training.WarmupCosine.from_config(json.loads(json.dumps(schedule.get_config())))
+    assert float(clone(17)) == pytest.approx(rates[17])
+    cycle = kerastl.training.OneCycle(1e-3, total_steps=40, pct_start=0.25)
+    values = [float(cycle(step)) for step in range(40)]
+    assert max(values) == pytest.approx(1e-3) and values.index(max(values)) == 10
+
+
+# --- resume after a crash ---------------------------------------------------------------
+
+_SCRIPT = textwrap.dedent(
+    """
+    import os, json, signal, sys
+    sys.path.insert(0, {tests!r})
+    import keras, numpy as np
+    import kerastl
+    from support import real_images
+    from test_fine_tune import _model, _data
+
+    photos = real_images(size=96, count=24, seed=0)
+    model = _model(photos)
+    x, y = _data(photos)
+    data = kerastl.data.from_arrays(x, y, batch_size=6, shuffle=False)
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == {kill_at}:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    history = kerastl.fine_tune(
+        model, data, data, epochs=3, head_epochs=1, lr=1e-2,
+        unfreeze=kerastl.freeze.TrainTopBlocks(2), checkpoint_dir={directory!r},
+        callbacks=[Kill()], verbose=0,
+    )
+    np.savez({out!r}, *[keras.ops.convert_to_numpy(w) for w in model.weights])
+    with open({out!r} + ".json", "w") as f:
+        json.dump({{
+            "history": history.history,
+            "trainable": sorted(v.path for v in model.trainable_weights),
+            "iterations": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        }}, f)
+    """
+)
+
+
+def _run(tmp_path, directory, out, kill_at):
+    code = _SCRIPT.format(
+        tests=os.path.dirname(__file__), directory=str(directory), out=str(out), kill_at=kill_at
+    )
+    env = {**os.environ, "KERAS_BACKEND": keras.config.backend()}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_sigkill_in_phase_two_then_the_same_call_resumes(tmp_path):
+    # Killed at the start of epoch 3: the second of phase 2 (epochs 1, 2, 3).
+    killed = _run(tmp_path, tmp_path / "run", tmp_path / "resumed.npz", kill_at=2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    state, _ = Checkpoints(str(tmp_path / "run")).latest()
+    assert state["epochs_done"] == 2 and state["phase"] == 1
+    resumed = _run(tmp_path, tmp_path / "run", tmp_path / "resumed.npz", kill_at=-1)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = _run(tmp_path, tmp_path / "straight", tmp_path / "straight.npz", kill_at=-1)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    with open(tmp_path / "resumed.npz.json") as f:
+        after = json.load(f)
+    with open(tmp_path / "straight.npz.json") as f:
+        reference = json.load(f)
+    # Not re-frozen on resume, and no epoch lost or counted twice.
+    assert after["trainable"] == reference["trainable"]
+    assert any("conv_2" in path for path in after["trainable"])
+    assert {k: len(v) for k, v in after["history"].items()} == {k: 4 for k in reference["history"]}
+    assert after["iterations"] == reference["iterations"]  # the schedule went on
+    np.testing.assert_allclose(
+        after["history"]["loss"], reference["history"]["loss"], rtol=1e-4, atol=1e-6
+    )
+    with np.load(tmp_path / "resumed.npz") as a, np.load(tmp_path / "straight.npz") as b:
+        for key in a.files:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_a_crash_while_writing_keeps_the_previous_checkpoint(photos, tmp_path, monkeypatch):
+    model = _model(photos)
+    x, y = _data(photos)
+    kerastl.fine_tune(
+        model, (x, y), epochs=0, head_epochs=1, batch_size=6, checkpoint_dir=tmp_path, verbose=0
+    )
+    checkpoints = Checkpoints(str(tmp_path))
+    state, path = checkpoints.latest()
+    weights = _snapshot(model)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints_module.os, "replace", crash)
+    state["epochs_done"] = 2
+    with pytest.raises(OSError, match="disk full"):
+        checkpoints.write(model, state)
+    monkeypatch.undo()
+    again, same = checkpoints.latest()
+    assert same == path and again["epochs_done"] == 1
+    model.optimizer.build(model.trainable_variables)
+    checkpoints.restore(model, same)
+    assert not _changed(weights, _snapshot(model))
+    checkpoints.write(model, again)  # the next write clears the leftovers
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".partial-")]
+
+
+def test_other_settings_are_not_resumed(photos, tmp_path):
+    model = _model(photos)
+    x, y = _data(photos)
+    kerastl.fine_tune(model, (x, y), epochs=0, batch_size=6, checkpoint_dir=tmp_path, verbose=0)
+    with pytest.raises(ValueError, match=r"other settings.*lr.*Received: checkpoint_dir="):
+        kerastl.fine_tune(
+            model, (x, y), epochs=0, lr=0.5, batch_size=6, checkpoint_dir=tmp_path, verbose=0
+        )
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(photos):
+    return _model(photos)
+
+
+BAD = {
+    "epochs-negative": (dict(epochs=-1), ValueError, r"Received: epochs=-1"),
+    "epochs-float": (dict(epochs=1.5), ValueError, r"Received: epochs=1.5"),
+    "nothing-to-train": (dict(epochs=0, head_epochs=0), ValueError, r"Nothing to train"),
+    "lr-zero": (dict(epochs=1, lr=0), ValueError, r"Received: lr=0"),
+    "lr-mult-small": (dict(epochs=1, lr_mult=0.5), ValueError, r"Received: lr_mult=0.5"),
+    "unfreeze-matches-nothing": (
+        dict(epochs=1, unfreeze=TrainPattern("^nope")),
+        ValueError,
+        r"matches no layer.*Received: unfreeze=TrainPattern",
+    ),
+    "unfreeze-bn-only": (
+        dict(epochs=1, unfreeze=TrainPattern("^bn_")),
+        ValueError,
+        r"would train nothing.*Received: unfreeze=",
+    ),
+    "unfreeze-all-frozen": (dict(epochs=1, unfreeze="all"), ValueError, r"Received: unfreeze="),
+    "schedule": (dict(epochs=1, schedule="step"), ValueError, r"Received: schedule='step'"),
+    "optimizer": (dict(epochs=1, optimizer="adamax2"), ValueError, r"Received: optimizer="),
+    "warmup": (dict(epochs=1, warmup=1.0), ValueError, r"Received: warmup=1.0"),
+    "smoothing": (dict(epochs=1, label_smoothing=-0.1), ValueError, r"label_smoothing=-0.1"),
+    "ema": (dict(epochs=1, ema="yes"), TypeError, r"Received: ema='yes'"),
+    "early": (dict(epochs=1, early_stopping=0), ValueError, r"Received: early_stopping=0"),
+    "callbacks": (dict(epochs=1, callbacks=["cb"]), TypeError, r"Received: callbacks="),
+    "bn": (dict(epochs=1, bn="moving"), ValueError, r"Received: bn='moving'"),
+    "plan": (dict(epochs=1, plan="fast"), TypeError, r"Received: plan='fast'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_arguments_are_refused_clearly(tiny, photos, case):
+    kwargs, error, match = BAD[case]
+    x, y = _data(photos)
+    with pytest.raises(error, match=match):
+        kerastl.fine_tune(tiny, (x, y), verbose=0, **kwargs)
+
+
+def test_bad_data_is_refused_clearly(tiny, photos, tmp_path):
+    x, y = _data(photos)
+    with pytest.raises(ValueError, match=r"labels the head does not have.*\[3, 7\].*validation"):
+        kerastl.fine_tune(tiny, (x, y), (x[:2], np.array([3, 7])), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"holds no images.*train"):
+        kerastl.fine_tune(tiny, (x[:0], y[:0]), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"6 images but 5 labels"):
+        kerastl.fine_tune(tiny, (x[:6], y[:5]), epochs=1, verbose=0)
+    with pytest.raises(TypeError, match=r"Received: train='images/'"):
+        kerastl.fine_tune(tiny, "images/", epochs=1, verbose=0)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("not a directory")
+    with pytest.raises(NotADirectoryError, match=r"Received: checkpoint_dir="):
+        kerastl.fine_tune(tiny, (x, y), epochs=1, checkpoint_dir=a_file, verbose=0)
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"no kerastl.FeatureExtractor.*Received: model="):
+        kerastl.fine_tune(plain, (np.zeros((2, 4)), np.zeros(2)), epochs=1, verbose=0)
+
+
+def test_real_images_sanity(photos):
+    # The fixture is real: features of the calibrated backbone depend on the image.
+    features = kerastl.layers.find_extractor(_model(photos))(tf_mode(real_images(32, 4)))
+    assert float(keras.ops.std(features)) > 1e-3
+
+
+def test_a_plan_gives_epochs_and_explicit_arguments_win(photos):
+    x, y = _data(photos)
+    with pytest.raises(
+        TypeError, match=r"`epochs`.*required unless a `plan`.*Received: epochs=None"
+    ):
+        kerastl.fine_tune(_model(photos), (x, y), verbose=0)
+    plan = kerastl.recommend(5, "similar")  # little data: the head alone, 10 epochs
+    assert plan.epochs == 0 and plan.head_epochs == 10
+    # head_epochs=1 equals fine_tune's default, and is still the caller's choice.
+    history = kerastl.fine_tune(
+        _model(photos), (x, y), plan=plan, head_epochs=1, batch_size=6, verbose=0
+    )
+    assert len(history.epoch) == 1 and history.phases == ["head"]
