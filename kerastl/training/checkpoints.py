@@ -1,7 +1,8 @@
 """Crash-safe training checkpoints: weights, optimizer state and run state, one directory each.
 
 A checkpoint is a directory `ckpt-00003` holding the model's weights
-(`model.weights.h5`, BatchNorm statistics included), the optimizer's variables
+(`model.npz`, BatchNorm statistics included, in `model.weights` order: Keras'
+own weights file would carry the optimizer of the phase too), the optimizer's variables
 (`optimizer.npz`, its step count included, so a schedule goes on where it
 stopped) and `state.json` (phase, epochs done, history). It is written under a
 temporary name, flushed, then renamed; `latest.json` then points at it,
@@ -18,7 +19,7 @@ import keras
 import numpy as np
 
 LATEST = "latest.json"
-WEIGHTS = "model.weights.h5"
+WEIGHTS = "model.npz"
 OPTIMIZER = "optimizer.npz"
 STATE = "state.json"
 _PREFIX = "ckpt-"
@@ -71,11 +72,11 @@ class Checkpoints:
         final = os.path.join(self.directory, name)
         partial = os.path.join(self.directory, f"{_PARTIAL}{name}-{os.getpid()}")
         os.makedirs(partial)
-        model.save_weights(os.path.join(partial, WEIGHTS))
         variables = model.optimizer.variables if model.optimizer is not None else []
-        with open(os.path.join(partial, OPTIMIZER), "wb") as f:
-            np.savez(f, *[np.asarray(_numpy(v)) for v in variables])
-            _flush(f)
+        for member, values in ((WEIGHTS, model.weights), (OPTIMIZER, variables)):
+            with open(os.path.join(partial, member), "wb") as f:
+                np.savez(f, *[np.asarray(_numpy(v)) for v in values])
+                _flush(f)
         with open(os.path.join(partial, STATE), "w") as f:
             json.dump(state, f)
             _flush(f)
@@ -95,18 +96,18 @@ class Checkpoints:
 
     def restore(self, model, path, optimizer=True):
         """Loads the weights at `path` into `model`; with `optimizer`, its built optimizer too."""
-        model.load_weights(os.path.join(path, WEIGHTS))
-        if not optimizer:
-            return
-        with np.load(os.path.join(path, OPTIMIZER)) as stored:
+        self._assign(model.weights, os.path.join(path, WEIGHTS), "model")
+        if optimizer:
+            self._assign(model.optimizer.variables, os.path.join(path, OPTIMIZER), "optimizer")
+
+    def _assign(self, variables, path, what):
+        with np.load(path) as stored:
             values = [stored[f"arr_{i}"] for i in range(len(stored.files))]
-        variables = model.optimizer.variables
-        shapes = [tuple(v.shape) for v in variables]
-        if [tuple(v.shape) for v in values] != shapes:
+        if [tuple(v.shape) for v in values] != [tuple(v.shape) for v in variables]:
             raise ValueError(
-                f"The optimizer state in `{self.arg}` does not fit this model's optimizer "
-                f"({len(values)} saved variables, {len(variables)} here): the checkpoint is "
-                f"from another run. Received: {self.arg}={self.directory!r}"
+                f"The {what} state in `{self.arg}` does not fit this {what} ({len(values)} "
+                f"saved variables, {len(variables)} here): the checkpoint is from another "
+                f"run. Received: {self.arg}={self.directory!r}"
             )
         for variable, value in zip(variables, values, strict=True):
             variable.assign(value)
