@@ -48,7 +48,7 @@ nox.options.reuse_existing_virtualenvs = False
 
 
 def _install(session, backend, keras_hub=True):
-    session.install("-e", f".[{backend}]")
+    session.install("-e", f".[{backend},plot]")
     session.install(*nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "test"))
     if not keras_hub:
         return

@@ -36,6 +36,8 @@ from kerastl.training import (
     Plan,
     explain,
     fine_tune,
+    lr_find,
+    plot_history,
     recommend,
     set_freeze,
 )
@@ -66,7 +68,9 @@ __all__ = [
     "layers",
     "load_model",
     "load_weights_by_name",
+    "lr_find",
     "optimizers",
+    "plot_history",
     "preprocessing",
     "read_metadata",
     "recommend",

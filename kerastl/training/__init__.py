@@ -1,6 +1,7 @@
 """What changes how a model trains.
 
 `fine_tune` runs the two-phase recipe (head, then backbone) in one call;
+`lr_find` sweeps learning rates; `plot_history` draws the curves;
 `set_freeze` applies a freeze policy to a model and recompiles it with its
 optimizer state; `explain` shows what trains; `PerLayerLR` gives layers their
 own learning rates; `GradualUnfreezing` unfreezes blocks during `fit`.
@@ -11,7 +12,9 @@ from kerastl.training.explain import explain
 from kerastl.training.fine_tune import FineTuneHistory, fine_tune
 from kerastl.training.gradual_unfreezing import GradualUnfreezing
 from kerastl.training.losses import SparseCategoricalCrossentropy
+from kerastl.training.lr_find import LRFinderResult, lr_find
 from kerastl.training.per_layer_lr import PerLayerLR
+from kerastl.training.plots import PlotDependencyError, plot_history
 from kerastl.training.policy import RecompileWarning, change_freeze, set_freeze
 from kerastl.training.recompile import clone_optimizer, recompile_model
 from kerastl.training.schedules import OneCycle, WarmupCosine
@@ -19,8 +22,10 @@ from kerastl.training.schedules import OneCycle, WarmupCosine
 __all__ = [
     "FineTuneHistory",
     "GradualUnfreezing",
+    "LRFinderResult",
     "OneCycle",
     "Plan",
+    "PlotDependencyError",
     "PerLayerLR",
     "RecompileWarning",
     "SparseCategoricalCrossentropy",
@@ -29,6 +34,8 @@ __all__ = [
     "clone_optimizer",
     "explain",
     "fine_tune",
+    "lr_find",
+    "plot_history",
     "recommend",
     "recompile_model",
     "set_freeze",

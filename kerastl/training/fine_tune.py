@@ -425,6 +425,10 @@ class _Run:
                 state["initial"] = self._evaluate(validation, "Before training")
             if state["phase"] != phase:
                 state["phase"], state["early"] = phase, None
+            if phase == 1 and state.get("boundary") is None:
+                # Where phase 2 begins: earlier than head_epochs if early stopping ended
+                # the head phase.
+                state["boundary"] = state["epochs_done"]
             recorder = _Recorder(self, state, checkpoints, start)
             self.model.fit(
                 **train.fit_arguments(),
@@ -448,7 +452,8 @@ class _Run:
             final = self._evaluate(validation, "After training")
         history = state["history"]
         count = len(next(iter(history.values()), []))
-        boundaries = [self.head_epochs] if self.head_epochs and self.epochs else []
+        boundary = state.get("boundary")
+        boundaries = [boundary] if boundary else []
         phases = [PHASES[i] for i, (_, n) in enumerate(phases) if n]
         return FineTuneHistory(
             history=history,
