@@ -355,3 +355,29 @@ def test_a_plan_gives_epochs_and_explicit_arguments_win(photos):
         _model(photos), (x, y), plan=plan, head_epochs=1, batch_size=6, verbose=0
     )
     assert len(history.epoch) == 1 and history.phases == ["head"]
+
+
+def test_tf_data_and_torch_loaders_are_taken(photos):
+    """Every source kerastl.data makes: tf.data where TensorFlow is, a DataLoader where torch is."""
+    x, y = _data(photos)
+    sources = {}
+    try:
+        import tensorflow as tf
+
+        sources["tf.data"] = kerastl.data.from_tf_dataset(
+            tf.data.Dataset.from_tensor_slices((x, y)), batch_size=6, shuffle=0
+        )
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        pairs = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+        sources["DataLoader"] = kerastl.data.from_torch_dataset(pairs, batch_size=6, seed=0)
+    except ImportError:
+        pass
+    if not sources:
+        pytest.skip("neither tensorflow nor torch installed next to this backend")
+    for source in sources.values():
+        history = kerastl.fine_tune(_model(photos), source, source, epochs=1, verbose=0)
+        assert len(history.history["val_loss"]) == 2 and history.final is not None
