@@ -25,7 +25,17 @@ LEVELS = [
     {"__init__"},
 ]
 # Third-party packages a function may import lazily: optional dependencies.
-OPTIONAL = {"PIL", "tensorflow", "torch", "h5py", "fcntl", "msvcrt", "tf2onnx", "onnx", "matplotlib"}
+OPTIONAL = {
+    "PIL",
+    "tensorflow",
+    "torch",
+    "h5py",
+    "fcntl",
+    "msvcrt",
+    "tf2onnx",
+    "onnx",
+    "matplotlib",
+}
 
 
 def _modules():
