@@ -9,6 +9,7 @@ own learning rates; `GradualUnfreezing` unfreezes blocks during `fit`.
 
 from kerastl.training.advisor import Plan, recommend
 from kerastl.training.explain import explain
+from kerastl.training.feature_cache import FeatureCache, cache_features
 from kerastl.training.fine_tune import FineTuneHistory, fine_tune
 from kerastl.training.gradual_unfreezing import GradualUnfreezing
 from kerastl.training.losses import SparseCategoricalCrossentropy
@@ -20,6 +21,7 @@ from kerastl.training.recompile import clone_optimizer, recompile_model
 from kerastl.training.schedules import OneCycle, WarmupCosine
 
 __all__ = [
+    "FeatureCache",
     "FineTuneHistory",
     "GradualUnfreezing",
     "LRFinderResult",
@@ -30,6 +32,7 @@ __all__ = [
     "RecompileWarning",
     "SparseCategoricalCrossentropy",
     "WarmupCosine",
+    "cache_features",
     "change_freeze",
     "clone_optimizer",
     "explain",

@@ -65,14 +65,19 @@ class Checkpoints:
             ) from None
         return state, path
 
-    def write(self, model, state):
-        """Writes a checkpoint of `model` (weights and optimizer) with `state`; returns its path."""
+    def write(self, model, state, optimizer_of=None):
+        """Writes a checkpoint of `model` (weights and optimizer) with `state`; returns its path.
+
+        `optimizer_of`: the model whose optimizer is saved (default `model`): the head
+        model of a phase on cached features.
+        """
+        owner = model if optimizer_of is None else optimizer_of
         self._remove_partials()
         name = f"{_PREFIX}{int(state['epochs_done']):05d}"
         final = os.path.join(self.directory, name)
         partial = os.path.join(self.directory, f"{_PARTIAL}{name}-{os.getpid()}")
         os.makedirs(partial)
-        variables = model.optimizer.variables if model.optimizer is not None else []
+        variables = owner.optimizer.variables if owner.optimizer is not None else []
         for member, values in ((WEIGHTS, model.weights), (OPTIMIZER, variables)):
             with open(os.path.join(partial, member), "wb") as f:
                 np.savez(f, *[np.asarray(_numpy(v)) for v in values])
@@ -94,11 +99,15 @@ class Checkpoints:
                 shutil.rmtree(os.path.join(self.directory, other), ignore_errors=True)
         return final
 
-    def restore(self, model, path, optimizer=True):
-        """Loads the weights at `path` into `model`; with `optimizer`, its built optimizer too."""
+    def restore(self, model, path, optimizer=True, optimizer_of=None):
+        """Loads the weights at `path` into `model`; with `optimizer`, its built optimizer too.
+
+        `optimizer_of`: the model whose optimizer gets the state (default `model`).
+        """
         self._assign(model.weights, os.path.join(path, WEIGHTS), "model")
         if optimizer:
-            self._assign(model.optimizer.variables, os.path.join(path, OPTIMIZER), "optimizer")
+            owner = model if optimizer_of is None else optimizer_of
+            self._assign(owner.optimizer.variables, os.path.join(path, OPTIMIZER), "optimizer")
 
     def _assign(self, variables, path, what):
         with np.load(path) as stored:

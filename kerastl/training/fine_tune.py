@@ -14,6 +14,7 @@ from kerastl.freeze.policies import FreezePolicy, check_policy, get_policy, vali
 from kerastl.heads.task_head import TaskHead
 from kerastl.layers.feature_extractor import find_extractor
 from kerastl.training.checkpoints import Checkpoints
+from kerastl.training.feature_cache import cache_features, cacheable
 from kerastl.training.losses import SparseCategoricalCrossentropy
 from kerastl.training.per_layer_lr import PerLayerLR
 from kerastl.training.policy import change_freeze
@@ -78,6 +79,8 @@ def fine_tune(
     batch_size=32,
     plan=None,
     checkpoint_dir=None,
+    cache="auto",
+    cache_dir=None,
     evaluate_first=True,
     callbacks=None,
     verbose=1,
@@ -150,6 +153,13 @@ def fine_tune(
             settings resumes where the run stopped: same phase, epoch,
             trainable layers, optimizer state and schedule position; at most
             the epoch in progress is lost. A finished run returns at once.
+        cache: the head phase on cached features (`kerastl.cache_features`):
+            the backbone runs once per image instead of once per epoch.
+            `"auto"` (default) caches whenever it is valid (nothing before the
+            head trains or draws random numbers: no augmentation); `True`
+            raises when it is not; `False` never caches.
+        cache_dir: keep the cached features on disk here (memory-mapped, reused
+            by a later run on the same model and data); `None`: in memory.
         evaluate_first: evaluate `validation` before training and report it.
         callbacks: more Keras callbacks, given to both phases.
         verbose: 0 silent, 1 progress and the before/after evaluation.
@@ -213,6 +223,8 @@ def fine_tune(
         evaluate_first=evaluate_first,
         callbacks=callbacks,
         verbose=verbose,
+        cache=cache,
+        cache_dir=cache_dir,
     )
     train_data = _Data(train, "train", batch_size, run.head)
     validation_data = (
@@ -246,6 +258,8 @@ class _Run:
     evaluate_first: bool
     callbacks: list
     verbose: int
+    cache: object = "auto"
+    cache_dir: object = None
 
     @classmethod
     def check(cls, model, **args):
@@ -345,6 +359,10 @@ class _Run:
             raise TypeError(
                 f"`callbacks` must be a list of Keras callbacks. Received: callbacks={callbacks!r}"
             )
+        if args["cache"] not in ("auto", True, False):
+            raise ValueError(
+                f"`cache` must be 'auto', True or False. Received: cache={args['cache']!r}"
+            )
         if args["verbose"] not in (0, 1, 2):
             raise ValueError(f"`verbose` must be 0, 1 or 2. Received: verbose={args['verbose']!r}")
         args.pop("batch_size")
@@ -415,24 +433,40 @@ class _Run:
                 start = end
                 continue
             self._compile(phase, train.steps * count)
+            trainer = self.model
+            fit_data = train.fit_arguments()
+            validation_data = None if validation is None else validation.as_validation()
+            if phase == 0:
+                cached = self._cached(train, validation, train.steps * count)
+                if cached is not None:
+                    trainer, fit_data, validation_data = cached
             if resume is not None:
                 # The optimizer state of a checkpoint belongs to the phase it was written in.
                 same_phase = state["phase"] == phase and state["epochs_done"] > start
-                self.model.optimizer.build(self.model.trainable_variables)
-                checkpoints.restore(self.model, resume[1], optimizer=same_phase)
+                trainer.optimizer.build(trainer.trainable_variables)
+                checkpoints.restore(
+                    self.model, resume[1], optimizer=same_phase, optimizer_of=trainer
+                )
                 resume = None
             elif phase == 0 and self.evaluate_first and validation is not None:
-                state["initial"] = self._evaluate(validation, "Before training")
+                if trainer is self.model:
+                    state["initial"] = self._evaluate(validation, "Before training")
+                else:  # the same figures, from the cached features
+                    state["initial"] = self._evaluate_arguments(
+                        trainer,
+                        {"x": validation_data[0], "y": validation_data[1]},
+                        "Before training",
+                    )
             if state["phase"] != phase:
                 state["phase"], state["early"] = phase, None
             if phase == 1 and state.get("boundary") is None:
                 # Where phase 2 begins: earlier than head_epochs if early stopping ended
                 # the head phase.
                 state["boundary"] = state["epochs_done"]
-            recorder = _Recorder(self, state, checkpoints, start)
-            self.model.fit(
-                **train.fit_arguments(),
-                validation_data=None if validation is None else validation.as_validation(),
+            recorder = _Recorder(self, state, checkpoints, start, trainer)
+            trainer.fit(
+                **fit_data,
+                validation_data=validation_data,
                 epochs=end,
                 initial_epoch=state["epochs_done"],
                 callbacks=[recorder, *self.callbacks],
@@ -488,6 +522,56 @@ class _Run:
             optimizer=optimizer, loss=self._loss(), metrics=self.head.default_metrics()
         )
 
+    def _cached(self, train, validation, steps):
+        """`(head model, fit data, validation data)` on cached features, or `None`."""
+        if self.cache is False:
+            return None
+        front, head, reason = cacheable(self.model)
+        if front is not None and train.mixes:
+            front, reason = None, "the training batches mix images at random (mix=)"
+        if front is None:
+            if self.cache is True:
+                raise ValueError(
+                    f"`cache=True`, but the features of this model cannot be cached: "
+                    f"{reason}. Received: cache=True"
+                )
+            return None
+        if self.verbose:
+            print("Caching the frozen backbone's features for the head phase")
+        features = cache_features(
+            self.model,
+            train.cache_source(),
+            batch_size=train.batch_size,
+            cache_dir=self.cache_dir,
+            verbose=self.verbose,
+        )
+        validation_data = None
+        if validation is not None:
+            held_out = cache_features(
+                self.model,
+                validation.cache_source(),
+                batch_size=validation.batch_size,
+                cache_dir=self.cache_dir,
+                verbose=self.verbose,
+            )
+            validation_data = (held_out.features, held_out.labels)
+        inputs = keras.Input(features.features.shape[1:], name="features")
+        trainer = keras.Model(inputs, head(inputs), name=f"{self.model.name}_head")
+        schedule = make_schedule(self.schedule, self.lr, steps, self.warmup)
+        trainer.compile(
+            optimizer=self._optimizer(schedule),
+            loss=self._loss(),
+            metrics=self.head.default_metrics(),
+        )
+        fit_data = {
+            "x": features.features,
+            "y": features.labels,
+            "batch_size": train.batch_size,
+            # The order kerastl batches keep; arrays are reshuffled every epoch as fit does.
+            "shuffle": not train.keeps_order,
+        }
+        return trainer, fit_data, validation_data
+
     def _optimizer(self, learning_rate):
         extra = {"use_ema": True} if self.ema else {}
         if isinstance(self.optimizer, str):
@@ -514,9 +598,10 @@ class _Run:
         )
 
     def _evaluate(self, validation, label):
-        results = self.model.evaluate(
-            **validation.evaluate_arguments(), verbose=0, return_dict=True
-        )
+        return self._evaluate_arguments(self.model, validation.evaluate_arguments(), label)
+
+    def _evaluate_arguments(self, model, arguments, label):
+        results = model.evaluate(**arguments, verbose=0, return_dict=True)
         results = {key: float(value) for key, value in results.items()}
         if self.verbose:
             shown = ", ".join(f"{key} {value:.4f}" for key, value in results.items())
@@ -527,9 +612,10 @@ class _Run:
 class _Recorder(keras.callbacks.Callback):
     """Keeps the merged history, early stopping and the checkpoints of one phase."""
 
-    def __init__(self, run, state, checkpoints, phase_start):
+    def __init__(self, run, state, checkpoints, phase_start, trainer):
         super().__init__()
         self.run = run
+        self.trainer = trainer  # the full model, or the head model on cached features
         self.state = state
         self.checkpoints = checkpoints
         self.phase_start = phase_start
@@ -549,7 +635,7 @@ class _Recorder(keras.callbacks.Callback):
         if self.run.early_stopping is not None:
             self._early_stop(logs)
         if self.checkpoints is not None:
-            self.checkpoints.write(self.model, self.state)
+            self.checkpoints.write(self.run.model, self.state, optimizer_of=self.trainer)
 
     def _early_stop(self, logs):
         monitor = "val_loss" if "val_loss" in logs else "loss"
@@ -601,6 +687,7 @@ class _Data:
         elif _is_dataset(data):
             self.dataset = data
             self.steps = _steps(data, arg)
+            self.batch_size = getattr(data, "batch_size", None) or batch_size
             labels = getattr(data, "labels", None)
             if isinstance(data, keras.utils.PyDataset) and labels is not None:
                 _check_labels(np.asarray(labels), head, arg)
@@ -609,6 +696,19 @@ class _Data:
                 f"`{arg}` must be (x, y) arrays, a keras.utils.PyDataset (kerastl.data), a "
                 f"tf.data.Dataset or a torch DataLoader. Received: {arg}={data!r}"
             )
+
+    @property
+    def keeps_order(self):
+        """Whether the batches come in one fixed order (kerastl batches without shuffle)."""
+        return isinstance(self.dataset, ImageBatches) and not self.dataset.shuffle
+
+    @property
+    def mixes(self):
+        """Whether batches mix images and labels at random (MixUp / CutMix)."""
+        return getattr(self.dataset, "mix", None) is not None
+
+    def cache_source(self):
+        return self.dataset if self.dataset is not None else (self.x, self.y)
 
     def fit_arguments(self):
         if isinstance(self.dataset, ImageBatches):

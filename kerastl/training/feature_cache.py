@@ -1,0 +1,450 @@
+"""The frozen-feature cache: the backbone runs once per image, the head trains on what it gave.
+
+While the backbone is frozen (and its BatchNorm in inference mode) and nothing
+random runs before the head, every epoch would compute the same features
+again. `cache_features` computes them once (preprocessing and backbone,
+batched, with a progress bar) and `fine_tune` trains the head on them: the head
+layer is shared, so the full model holds the trained head afterwards.
+
+On disk (`cache_dir=`) features are memory-mapped `.npy` files, so a data set
+larger than memory works (it needs `n_images x feature_size x 4` bytes of
+disk, and memory for one batch), keyed by what they depend on: the
+backbone's and preprocessing's weights, the model's configuration up to the
+head, and the data (array bytes, or file paths with their sizes and
+modification times). A second run on the same model and data reads the
+cache; a file that does not match its recorded checksum is rebuilt, never used.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import keras
+import numpy as np
+
+from kerastl._checks import check_positive_int
+from kerastl._keras_private import flatten_layers
+from kerastl.data.image_batches import ImageBatches
+from kerastl.files.archive import replace_atomically
+from kerastl.heads.task_head import TaskHead
+from kerastl.layers.feature_extractor import FeatureExtractor, find_extractor
+
+_FORMAT = 1
+
+
+@dataclasses.dataclass
+class FeatureCache:
+    """Features computed once, with their labels.
+
+    Attributes:
+        features: `(n, ...)` array (a read-only memory map when on disk).
+        labels: `(n, ...)` array, or `None` for data without labels.
+        key: the hex digest of what the features depend on (`None` when the
+            data has no stable fingerprint, e.g. a `tf.data` pipeline).
+        path: the `.npy` file of the features on disk, or `None`.
+        reused: whether the features were read from an existing disk cache.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray | None
+    key: str | None = None
+    path: str | None = None
+    reused: bool = False
+
+    def __len__(self):
+        return len(self.features)
+
+
+def cacheable(model):
+    """`(front, head, None)` when `model`'s head can train on cached features, else a reason.
+
+    `front` maps the model's inputs to the head's inputs. The cache is valid
+    only when the `FeatureExtractor` is fully frozen (its BatchNorm then runs in
+    inference mode) and no layer before the head draws random numbers
+    (augmentation, dropout, noise).
+    """
+    extractor = find_extractor(model)
+    if extractor is None:
+        return None, None, "the model holds no kerastl.FeatureExtractor"
+    heads = [layer for layer in model.layers if isinstance(layer, TaskHead)]
+    if len(heads) != 1 or model.layers[-1] is not heads[0]:
+        return None, None, "the model does not end with one kerastl head"
+    head = heads[0]
+    if not extractor.fully_frozen:
+        return (
+            None,
+            None,
+            (
+                f"the FeatureExtractor {extractor.name!r} is not fully frozen (its features "
+                "change as it trains)"
+            ),
+        )
+    try:
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        front = keras.Model(inputs, head.input, name=f"{model.name}_features")
+    except (AttributeError, ValueError) as e:
+        return None, None, f"the head's input is not one tensor of the model ({e})"
+    random = [layer.name for layer in front.layers if _draws_random_numbers(layer)]
+    if random:
+        return (
+            None,
+            None,
+            (
+                f"layers before the head draw random numbers ({random}: augmentation, dropout "
+                "or noise), so the features differ every epoch"
+            ),
+        )
+    return front, head, None
+
+
+def cache_features(model_or_extractor, data, *, batch_size=32, cache_dir=None, verbose=1):
+    """Runs the preprocessing and frozen backbone once per image; returns a `FeatureCache`.
+
+    Args:
+        model_or_extractor: a `kerastl.build_model` model (its layers up to the
+            head run; the cache must be valid: see `cacheable`), or a fully
+            frozen `FeatureExtractor` (its inputs must then be preprocessed).
+        data: `(x, y)` or `x` arrays, a `kerastl.data` `PyDataset`, a
+            `tf.data.Dataset` or a torch `DataLoader`, in the order to keep.
+        batch_size: for arrays.
+        cache_dir: a directory to keep the features in (memory-mapped), reused
+            by later calls on the same model and data; `None` keeps them in
+            memory.
+        verbose: 0 silent, 1 a progress bar.
+
+    Example:
+
+    ```python
+    backbone = keras.Sequential(
+        [keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, name="conv")], name="tiny"
+    )
+    extractor = kerastl.FeatureExtractor(backbone, pooling="avg")
+    model = kerastl.build_model(
+        extractor, kerastl.heads.multiclass(3), kerastl.preprocessing.pipeline(extractor, mode="tf")
+    )
+    x = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3)).astype("uint8")
+    cache = kerastl.cache_features(model, (x, np.arange(10) % 3), verbose=0)
+    print(cache.features.shape, cache.labels.shape)  # (10, 8) (10,)
+    ```
+    """
+    check_positive_int(batch_size, "batch_size")
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"`verbose` must be 0, 1 or 2. Received: verbose={verbose!r}")
+    if isinstance(model_or_extractor, FeatureExtractor):
+        if not model_or_extractor.fully_frozen:
+            raise ValueError(
+                "The FeatureExtractor is not fully frozen, so its features change as it "
+                f"trains: there is nothing to cache. Received: "
+                f"model_or_extractor={model_or_extractor.name!r}"
+            )
+        front = model_or_extractor
+    elif isinstance(model_or_extractor, keras.Model):
+        front, _, reason = cacheable(model_or_extractor)
+        if front is None:
+            raise ValueError(
+                f"Features of this model cannot be cached: {reason}. "
+                f"Received: model_or_extractor={model_or_extractor.name!r}"
+            )
+    else:
+        raise TypeError(
+            "`model_or_extractor` must be a kerastl model or a FeatureExtractor. "
+            f"Received: model_or_extractor={model_or_extractor!r}"
+        )
+    batches, fingerprint = _batches(data, batch_size)
+    store = None if cache_dir is None else _Store(cache_dir)
+    key = None
+    if fingerprint is not None:
+        key = _key(front, fingerprint, batches[0][0][:1])
+        if store is not None:
+            found = store.read(key)
+            if found is not None:
+                return found
+    if store is not None and key is not None:
+        return store.compute(key, front, batches, verbose)
+    features, labels = _compute(front, batches, verbose, _MemorySink())
+    return FeatureCache(features, labels, key=key)
+
+
+# --- computing -------------------------------------------------------------------------
+
+
+def _compute(front, batches, verbose, sink):
+    """Runs `front` over every batch into `sink`; returns `(features, labels)`."""
+    progress = keras.utils.Progbar(len(batches), verbose=verbose) if verbose else None
+    labels = []
+    for i in range(len(batches)):
+        x, y = batches[i]
+        sink.append(np.asarray(keras.ops.convert_to_numpy(front(x, training=False))))
+        if y is not None:
+            labels.append(np.asarray(keras.ops.convert_to_numpy(y)))
+        if progress is not None:
+            progress.update(i + 1)
+    if not sink.rows:
+        raise ValueError("`data` holds no images. Received: data with 0 batches")
+    return sink.finish(), (np.concatenate(labels) if labels else None)
+
+
+class _MemorySink:
+    def __init__(self):
+        self.parts, self.rows = [], 0
+
+    def append(self, array):
+        self.parts.append(array)
+        self.rows += len(array)
+
+    def finish(self):
+        return np.concatenate(self.parts)
+
+
+class _DiskSink:
+    """Batches appended to a raw file, then one `.npy` written in chunks: bounded memory."""
+
+    _CHUNK = 1 << 26  # bytes copied at a time
+
+    def __init__(self, path):
+        self.path = path
+        self.raw = f"{path}.{os.getpid()}.raw"
+        self.file = open(self.raw, "wb")  # noqa: SIM115 - closed in finish()
+        self.rows, self.dtype, self.row_shape = 0, None, None
+
+    def append(self, array):
+        if self.dtype is None:
+            self.dtype, self.row_shape = array.dtype, array.shape[1:]
+        self.file.write(np.ascontiguousarray(array, dtype=self.dtype).tobytes())
+        self.rows += len(array)
+
+    def finish(self):
+        self.file.close()
+        try:
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            shape = (self.rows, *self.row_shape)
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=shape)
+            flat = out.reshape(-1)
+            step = max(self._CHUNK // self.dtype.itemsize, 1)
+            with open(self.raw, "rb") as f:
+                for start in range(0, flat.size, step):
+                    values = np.fromfile(f, dtype=self.dtype, count=min(step, flat.size - start))
+                    flat[start : start + len(values)] = values
+            out.flush()
+            del out, flat
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            replace_atomically(tmp, self.path)
+        finally:
+            if os.path.exists(self.raw):
+                os.remove(self.raw)
+        return np.load(self.path, mmap_mode="r")
+
+
+class _Batches:
+    """Indexable `(x, y)` batches of any data source, in its order."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _batches(data, batch_size):
+    """`(batches, fingerprint)`: fingerprint `None` when the data has no stable identity."""
+    if isinstance(data, np.ndarray):
+        data = (data, None)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], np.ndarray):
+        x, y = data
+        if len(x) == 0:
+            raise ValueError("`data` holds no images. Received: data with 0 images")
+        y = None if y is None else np.asarray(y)
+        if y is not None and len(y) != len(x):
+            raise ValueError(
+                f"`data` has {len(x)} images but {len(y)} labels. Received: data=(x, y)"
+            )
+        starts = range(0, len(x), batch_size)
+        items = [
+            (x[s : s + batch_size], None if y is None else y[s : s + batch_size]) for s in starts
+        ]
+        digest = hashlib.sha256()
+        _update(digest, x)
+        if y is not None:
+            _update(digest, y)
+        return _Batches(items), digest.hexdigest()
+    if isinstance(data, keras.utils.PyDataset):
+        if len(data) == 0:
+            raise ValueError("`data` holds no batches. Received: data with 0 batches")
+        items = _Lazy(data)
+        return items, _dataset_fingerprint(data)
+    module = type(data).__module__
+    if module.startswith(("tensorflow", "torch")):
+        items = [_pair(batch) for batch in data]
+        if not items:
+            raise ValueError(f"`data` holds no batches. Received: data={data!r}")
+        return _Batches(items), None
+    raise TypeError(
+        "`data` must be (x, y) arrays, a keras.utils.PyDataset (kerastl.data), a "
+        f"tf.data.Dataset or a torch DataLoader. Received: data={data!r}"
+    )
+
+
+class _Lazy:
+    """A PyDataset read batch by batch (a large one never sits in memory whole)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return _pair(self.dataset[i])
+
+
+def _pair(batch):
+    if isinstance(batch, (tuple, list)):
+        x = batch[0]
+        y = batch[1] if len(batch) > 1 else None
+    else:
+        x, y = batch, None
+    x = keras.ops.convert_to_numpy(x) if not isinstance(x, np.ndarray) else x
+    return x, y
+
+
+def _dataset_fingerprint(data):
+    """The identity of a kerastl `ImageBatches`; `None` for other datasets."""
+    if not isinstance(data, ImageBatches) or data.shuffle or data.mix is not None:
+        return None  # a reshuffled or mixed order is not one fixed sequence
+    digest = hashlib.sha256()
+    if isinstance(data.images, np.ndarray):
+        _update(digest, data.images)
+    else:
+        for path in data.images:
+            stat = os.stat(path)
+            digest.update(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        digest.update(repr((data.image_size, data.color_mode)).encode())
+    if data.labels is not None:
+        _update(digest, np.asarray(data.labels))
+    digest.update(str(data.batch_size).encode())
+    return digest.hexdigest()
+
+
+def _key(front, fingerprint, probe):
+    """What the features depend on: the layers' kinds and settings, all weights, the data.
+
+    Layer names are left out (Keras generates them, so two equal models differ
+    there); the front's output on the data's first image adds what no setting
+    shows.
+    """
+    digest = hashlib.sha256()
+    digest.update(f"kerastl-feature-cache-{_FORMAT}|{keras.config.backend()}".encode())
+    for layer in flatten_layers(front, include_self=False, recursive=True):
+        digest.update(type(layer).__name__.encode())
+        if not flatten_layers(layer, include_self=False, recursive=False):
+            try:
+                config = {k: v for k, v in layer.get_config().items() if k != "name"}
+            except NotImplementedError:
+                config = {}
+            digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for weight in front.weights:
+        _update(digest, np.asarray(keras.ops.convert_to_numpy(weight.value)))
+    _update(digest, np.asarray(keras.ops.convert_to_numpy(front(probe, training=False))))
+    digest.update(fingerprint.encode())
+    return digest.hexdigest()
+
+
+def _update(digest, array):
+    array = np.ascontiguousarray(array)
+    digest.update(f"{array.dtype}|{array.shape}".encode())
+    digest.update(memoryview(array).cast("B"))
+
+
+# --- on disk -----------------------------------------------------------------------------
+
+
+class _Store:
+    def __init__(self, directory):
+        if isinstance(directory, os.PathLike):
+            directory = os.fspath(directory)
+        if not isinstance(directory, str) or not directory:
+            raise TypeError(
+                f"`cache_dir` must be a directory path. Received: cache_dir={directory!r}"
+            )
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise NotADirectoryError(
+                f"`cache_dir` names a file, not a directory. Received: cache_dir={directory!r}"
+            )
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise OSError(
+                f"`cache_dir` cannot be created ({e.strerror}). Received: cache_dir={directory!r}"
+            ) from None
+        if not os.access(directory, os.W_OK):
+            raise PermissionError(f"`cache_dir` is not writable. Received: cache_dir={directory!r}")
+        self.directory = directory
+
+    def _paths(self, key):
+        stem = os.path.join(self.directory, f"features-{key[:32]}")
+        return f"{stem}.npy", f"{stem}.labels.npy", f"{stem}.json"
+
+    def read(self, key):
+        features_path, labels_path, meta_path = self._paths(key)
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+            if meta.get("key") != key or meta.get("format") != _FORMAT:
+                return None
+            if _file_digest(features_path) != meta["features_sha256"]:
+                return None  # stale or corrupt: rebuilt by the caller
+            features = np.load(features_path, mmap_mode="r")
+            labels = None
+            if meta.get("labels_sha256") is not None:
+                if _file_digest(labels_path) != meta["labels_sha256"]:
+                    return None
+                labels = np.load(labels_path)
+        except (OSError, ValueError, KeyError):
+            return None
+        return FeatureCache(features, labels, key=key, path=features_path, reused=True)
+
+    def compute(self, key, front, batches, verbose):
+        features_path, labels_path, meta_path = self._paths(key)
+        features, labels = _compute(front, batches, verbose, _DiskSink(features_path))
+        meta = {"format": _FORMAT, "key": key, "shape": list(features.shape)}
+        meta["features_sha256"] = _file_digest(features_path)
+        meta["labels_sha256"] = None if labels is None else _save(labels_path, labels)
+        tmp = f"{meta_path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(meta, f)
+            f.flush()
+            os.fsync(f.fileno())
+        replace_atomically(tmp, meta_path)
+        return FeatureCache(features, labels, key=key, path=features_path)
+
+
+def _save(path, array):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
+    digest = _file_digest(tmp)
+    replace_atomically(tmp, path)
+    return digest
+
+
+def _file_digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _draws_random_numbers(layer):
+    """Whether a layer (or one inside it) has a seed generator: augmentation, dropout, noise."""
+    inner = getattr(layer, "layers", None) or []
+    if any(_draws_random_numbers(sub) for sub in inner):
+        return True
+    return any(isinstance(value, keras.random.SeedGenerator) for value in vars(layer).values())
