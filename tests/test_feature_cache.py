@@ -82,6 +82,16 @@ def test_the_cache_is_never_used_where_it_is_invalid(photos, monkeypatch):
     )
     with pytest.raises(ValueError, match=r"mix.*Received: cache=True"):
         kerastl.fine_tune(one_hot, mixed, epochs=0, head_epochs=1, cache=True, verbose=0)
+    with pytest.raises(ValueError, match=r"callbacks.*Received: cache=True"):
+        kerastl.fine_tune(
+            _model(photos),
+            (x, y),
+            epochs=0,
+            head_epochs=1,
+            cache=True,
+            callbacks=[keras.callbacks.History()],
+            verbose=0,
+        )
     # A trainable extractor has no fixed features.
     model = _model(photos)
     kerastl.set_freeze(model, "none")

@@ -156,8 +156,9 @@ def fine_tune(
         cache: the head phase on cached features (`kerastl.cache_features`):
             the backbone runs once per image instead of once per epoch.
             `"auto"` (default) caches whenever it is valid (nothing before the
-            head trains or draws random numbers: no augmentation); `True`
-            raises when it is not; `False` never caches.
+            head trains or draws random numbers: no augmentation, no MixUp;
+            and no `callbacks`, which watch the full model); `True` raises
+            when it is not; `False` never caches.
         cache_dir: keep the cached features on disk here (memory-mapped, reused
             by a later run on the same model and data); `None`: in memory.
         evaluate_first: evaluate `validation` before training and report it.
@@ -529,6 +530,9 @@ class _Run:
         front, head, reason = cacheable(self.model)
         if front is not None and train.mixes:
             front, reason = None, "the training batches mix images at random (mix=)"
+        if front is not None and self.callbacks:
+            # A callback sees the model being fit: on the cache, the head alone.
+            front, reason = None, "`callbacks` watch the full model, which the cache skips"
         if front is None:
             if self.cache is True:
                 raise ValueError(
