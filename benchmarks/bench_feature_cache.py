@@ -75,8 +75,15 @@ def cached(base, x, y, epochs):
     data = kerastl.data.from_arrays(x, y, batch_size=32, shuffle=False)
     start = time.perf_counter()
     kerastl.fine_tune(
-        model, data, head_epochs=epochs, epochs=0, lr=1e-3, schedule="constant",
-        cache=True, evaluate_first=False, verbose=0,
+        model,
+        data,
+        head_epochs=epochs,
+        epochs=0,
+        lr=1e-3,
+        schedule="constant",
+        cache=True,
+        evaluate_first=False,
+        verbose=0,
     )
     seconds = time.perf_counter() - start
     return seconds, float(np.mean((model.predict(x, verbose=0)[:, 0] > 0.5) == y))
