@@ -10,6 +10,7 @@ from support import calibrate_batchnorm, tf_mode
 
 import kerastl
 from kerastl.training import feature_cache
+from kerastl.training.checkpoints import Checkpoints
 
 
 def _backbone(photos):
@@ -170,3 +171,24 @@ def test_bad_input(photos, tmp_path):
         kerastl.cache_features(model, (x, y), batch_size=0, verbose=0)
     with pytest.raises(ValueError, match=r"Received: cache='yes'"):
         kerastl.fine_tune(model, (x, y), epochs=1, cache="yes", verbose=0)
+
+
+def test_a_head_phase_on_the_cache_resumes_without_it(photos, tmp_path):
+    """Interrupted on the cache, resumed where the cache is off (callbacks given)."""
+    x, y = _data(photos)
+    args = dict(epochs=0, head_epochs=2, batch_size=6, checkpoint_dir=tmp_path, verbose=0)
+    model = _model(photos)
+    kerastl.fine_tune(model, (x, y), cache=True, **args)
+    checkpoints = Checkpoints(str(tmp_path))
+    state, _ = checkpoints.latest()
+    assert state["on_cache"]
+    # As if killed after the first epoch. The head phase's optimizer holds the head's
+    # variables alone, on the cache or not: its state carries over.
+    state["epochs_done"] = 1
+    state["history"] = {k: v[:1] for k, v in state["history"].items()}
+    model.optimizer.build(model.trainable_variables)
+    checkpoints.write(model, state, optimizer_of=model)
+    history = kerastl.fine_tune(
+        _model(photos), (x, y), callbacks=[keras.callbacks.History()], **args
+    )
+    assert len(history.epoch) == 2

@@ -442,7 +442,9 @@ class _Run:
                 if cached is not None:
                     trainer, fit_data, validation_data = cached
             if resume is not None:
-                # The optimizer state of a checkpoint belongs to the phase it was written in.
+                # The optimizer state of a checkpoint belongs to the phase it was written
+                # in. In the head phase it is the head's alone, on the cache or not: the
+                # same variables either way.
                 same_phase = state["phase"] == phase and state["epochs_done"] > start
                 trainer.optimizer.build(trainer.trainable_variables)
                 checkpoints.restore(
@@ -460,6 +462,7 @@ class _Run:
                     )
             if state["phase"] != phase:
                 state["phase"], state["early"] = phase, None
+            state["on_cache"] = trainer is not self.model
             if phase == 1 and state.get("boundary") is None:
                 # Where phase 2 begins: earlier than head_epochs if early stopping ended
                 # the head phase.
