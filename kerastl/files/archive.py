@@ -87,21 +87,25 @@ def check_integrity(archive, path, arg="path"):
                 raise _too_large(name, f"{size:,} bytes", path, arg)
     try:
         bad = archive.testzip()
-    except (
-        zipfile.BadZipFile,
-        OSError,
-        EOFError,
-        ValueError,
-        zlib.error,
-        NotImplementedError,
-        RuntimeError,  # an encrypted member
-    ) as e:
+    except _READ_ERRORS as e:
         bad, reason = None, str(e)
     else:
         reason = None
     if bad is not None or reason is not None:
         where = f"member {bad!r} fails its CRC check" if bad else reason
         raise ValueError(f"The .keras archive is corrupted ({where}). Received: {arg}={path!r}")
+
+
+# What reading a damaged member can raise (RuntimeError: an encrypted member).
+_READ_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 def member_limit(name):
@@ -125,15 +129,7 @@ def read_json_member(archive, name, path, arg="path"):
     try:
         with archive.open(info) as f:
             data = f.read(limit + 1)
-    except (
-        zipfile.BadZipFile,
-        OSError,
-        EOFError,
-        ValueError,
-        zlib.error,
-        NotImplementedError,
-        RuntimeError,
-    ) as e:
+    except _READ_ERRORS as e:
         raise ValueError(
             f"The .keras archive is corrupted (member {name!r}: {e}). Received: {arg}={path!r}"
         ) from None

@@ -18,6 +18,8 @@ import shutil
 import keras
 import numpy as np
 
+from kerastl.files.directories import prepare_directory
+
 LATEST = "latest.json"
 WEIGHTS = "model.npz"
 OPTIMIZER = "optimizer.npz"
@@ -30,20 +32,7 @@ class Checkpoints:
     """The checkpoints of one run in `directory` (created if missing)."""
 
     def __init__(self, directory, arg="checkpoint_dir"):
-        if isinstance(directory, os.PathLike):
-            directory = os.fspath(directory)
-        if not isinstance(directory, str) or not directory:
-            raise TypeError(f"`{arg}` must be a directory path. Received: {arg}={directory!r}")
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            raise NotADirectoryError(
-                f"`{arg}` names a file, not a directory. Received: {arg}={directory!r}"
-            )
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as e:
-            raise OSError(
-                f"`{arg}` cannot be created ({e.strerror}). Received: {arg}={directory!r}"
-            ) from None
+        directory = prepare_directory(directory, arg)
         self.directory = directory
         self.arg = arg
 

@@ -27,6 +27,7 @@ from kerastl._checks import check_positive_int
 from kerastl._keras_private import flatten_layers
 from kerastl.data.image_batches import ImageBatches
 from kerastl.files.archive import replace_atomically
+from kerastl.files.directories import prepare_directory
 from kerastl.heads.task_head import TaskHead
 from kerastl.layers.feature_extractor import FeatureExtractor, find_extractor
 
@@ -388,22 +389,7 @@ def _update(digest, array):
 
 class _Store:
     def __init__(self, directory):
-        if isinstance(directory, os.PathLike):
-            directory = os.fspath(directory)
-        if not isinstance(directory, str) or not directory:
-            raise TypeError(
-                f"`cache_dir` must be a directory path. Received: cache_dir={directory!r}"
-            )
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            raise NotADirectoryError(
-                f"`cache_dir` names a file, not a directory. Received: cache_dir={directory!r}"
-            )
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as e:
-            raise OSError(
-                f"`cache_dir` cannot be created ({e.strerror}). Received: cache_dir={directory!r}"
-            ) from None
+        directory = prepare_directory(directory, "cache_dir")
         if not os.access(directory, os.W_OK):
             raise PermissionError(f"`cache_dir` is not writable. Received: cache_dir={directory!r}")
         self.directory = directory
