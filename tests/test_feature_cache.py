@@ -71,7 +71,7 @@ def test_the_cache_is_never_used_where_it_is_invalid(photos, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the cache was used")
 
-    monkeypatch.setattr(sys.modules["kerastl.training.fine_tune"], "cache_features", refuse)
+    monkeypatch.setattr(sys.modules["kerastl.training.fine_tune"], "features_of", refuse)
     kerastl.fine_tune(augmented, (x, y), epochs=0, head_epochs=1, verbose=0)  # auto: not used
     mixed = kerastl.data.from_arrays(
         x, keras.utils.to_categorical(y, 3), batch_size=6, mix="mixup", seed=0
@@ -192,3 +192,147 @@ def test_a_head_phase_on_the_cache_resumes_without_it(photos, tmp_path):
         _model(photos), (x, y), callbacks=[keras.callbacks.History()], **args
     )
     assert len(history.epoch) == 2
+
+
+def test_augmented_views_are_cached_and_sampled_per_epoch(photos, tmp_path, monkeypatch):
+    x, y = _data(photos)
+    model = _model(photos, augment="light")
+    cache = kerastl.cache_features(model, (x, y), batch_size=6, views=3, verbose=0)
+    assert cache.features.shape == (3, 18, 16) and len(cache) == 18 and cache.views == 3
+    copies = np.asarray(cache.features)
+    assert np.abs(copies[0] - copies[1]).max() > 1e-4  # each pass draws new augmentations
+    front, _, _ = feature_cache.cacheable(model, allow_random=True)
+    plain = front.predict(x, verbose=0)  # inference mode: no augmentation
+    one = kerastl.cache_features(model, (x, y), views=1, verbose=0)
+    assert one.features.shape == (1, 18, 16)
+    assert np.abs(np.asarray(one.features[0]) - plain).max() > 1e-4  # augmented
+    # Without a random layer the copies are one computation, repeated.
+    still = kerastl.cache_features(_model(photos), (x, y), views=4, verbose=0)
+    assert still.features.shape == (4, 18, 16) and still.features.strides[0] == 0
+    # On disk: keyed with the number of copies, reused.
+    first = kerastl.cache_features(model, (x, y), views=2, cache_dir=tmp_path, verbose=0)
+    again = kerastl.cache_features(model, (x, y), views=2, cache_dir=tmp_path, verbose=0)
+    assert again.reused and again.features.shape == (2, 18, 16)
+    np.testing.assert_array_equal(np.asarray(again.features), np.asarray(first.features))
+    # Each epoch, one copy per image, drawn from (seed, epoch) only.
+    batches = feature_cache.ViewBatches(copies, y, batch_size=6, shuffle=True, epoch=0)
+    epoch_0 = np.concatenate([batches[i][0] for i in range(len(batches))])
+    batches.on_epoch_end()
+    epoch_1 = np.concatenate([batches[i][0] for i in range(len(batches))])
+    assert epoch_0.shape == (18, 16) and not np.array_equal(epoch_0, epoch_1)
+    replay = feature_cache.ViewBatches(copies, y, batch_size=6, shuffle=True, epoch=1)
+    np.testing.assert_array_equal(np.concatenate([replay[i][0] for i in range(3)]), epoch_1)
+    rows = {tuple(np.round(row, 5)) for row in copies.reshape(-1, 16)}
+    assert all(tuple(np.round(row, 5)) in rows for row in epoch_0)
+    # fine_tune trains the head on the views; validation on un-augmented features.
+    used = []
+    original = feature_cache.features_of
+
+    def spy(front, data, **kwargs):
+        used.append(kwargs.get("views"))
+        return original(front, data, **kwargs)
+
+    monkeypatch.setattr(sys.modules["kerastl.training.fine_tune"], "features_of", spy)
+    before = np.array(keras.ops.convert_to_numpy(model.get_layer("head").weights[0]))
+    history = kerastl.fine_tune(
+        model, (x, y), (x, y), epochs=0, head_epochs=2, views=3, cache=True, verbose=0
+    )
+    assert used == [3, None] and len(history.history["val_loss"]) == 2
+    after = keras.ops.convert_to_numpy(model.get_layer("head").weights[0])
+    assert not np.allclose(before, after)
+    # The validation figures on the cache are those of the full model.
+    evaluated = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert history.final["loss"] == pytest.approx(evaluated["loss"], rel=1e-4)
+
+
+def test_a_head_sweep_keeps_the_best_head_of_its_grid(photos):
+    x, y = _data(photos)
+    model = _model(photos)
+    grid = {"lr": [1e-7, 3e-2], "weight_decay": [0.0, 30.0]}
+    history = kerastl.fine_tune(
+        model, (x, y), (x, y), epochs=0, head_epochs=4, lr=1e-2, head_sweep=grid, verbose=0
+    )
+    sweep = history.sweep
+    assert [(r["lr"], r["weight_decay"]) for r in sweep.results] == [
+        (1e-7, 0.0),
+        (1e-7, 30.0),
+        (3e-2, 0.0),
+        (3e-2, 30.0),
+    ]
+    assert sum(bool(r.get("best")) for r in sweep.results) == 1
+    best = max(sweep.results, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    assert sweep.best == best
+    # The kept head is in the model: its validation loss is the grid's figure.
+    evaluated = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert evaluated["loss"] == pytest.approx(sweep.best["val_loss"], rel=1e-4)
+    assert history.final["loss"] == pytest.approx(sweep.best["val_loss"], rel=1e-4)
+    assert len(history.history["loss"]) == 4 and len(history.history["val_accuracy"]) == 4
+    # Every head starts from the model's head; at 1e-7 it barely moves, at 3e-2 it learns.
+    tiny, large = sweep.results[0], sweep.results[2]
+    assert tiny["val_loss"] == pytest.approx(history.initial["loss"], rel=1e-3)
+    assert large["val_loss"] < tiny["val_loss"] - 0.05
+    assert "*" in sweep.table() and "weight_decay" in sweep.table()
+
+
+def test_head_sweep_rates_and_decays_reach_each_head(photos):
+    """A check that would fail if the sweep fell back to one plain optimizer."""
+    from kerastl.training.head_sweep import train_heads
+
+    x, y = _data(photos)
+    model = _model(photos)
+    features = kerastl.cache_features(model, (x, y), verbose=0)
+    head = model.get_layer("head")
+    start = [keras.ops.convert_to_numpy(w) for w in head.weights]
+
+    def sweep(grid):
+        for variable, value in zip(head.weights, start, strict=True):
+            variable.assign(value)
+        return train_heads(
+            head,
+            (features.features, y),
+            (features.features, y),
+            grid,
+            epochs=3,
+            batch_size=6,
+            make_optimizer=lambda lr: keras.optimizers.Adam(lr),
+            loss=head.default_loss(),
+            shuffle=False,
+        ).results
+
+    frozen, free, decayed = sweep([(1e-9, 0.0), (5e-2, 0.0), (5e-2, 50.0)])
+    assert free["val_loss"] < frozen["val_loss"] - 0.05  # the 1e-9 head did not move
+    assert decayed["val_loss"] != pytest.approx(free["val_loss"], rel=1e-3)
+    # Each head trains as it would alone with its own rate and decay.
+    (alone,) = sweep([(5e-2, 50.0)])
+    assert alone["val_loss"] == pytest.approx(decayed["val_loss"], rel=1e-4)
+    (alone,) = sweep([(5e-2, 0.0)])
+    assert alone["val_loss"] == pytest.approx(free["val_loss"], rel=1e-4)
+
+
+def test_views_and_sweep_bad_input(photos):
+    x, y = _data(photos)
+    model = _model(photos)
+    with pytest.raises(ValueError, match=r"Received: views=0"):
+        kerastl.cache_features(model, (x, y), views=0, verbose=0)
+    with pytest.raises(ValueError, match=r"Received: views=-2"):
+        kerastl.fine_tune(model, (x, y), epochs=0, head_epochs=1, views=-2, verbose=0)
+    with pytest.raises(ValueError, match=r"cache.*False.*Received: views=2, cache=False"):
+        kerastl.fine_tune(model, (x, y), epochs=0, head_epochs=1, views=2, cache=False)
+    with pytest.raises(ValueError, match=r"validation.*Received: head_sweep=True, validation="):
+        kerastl.fine_tune(model, (x, y), epochs=0, head_epochs=1, head_sweep=True)
+    for bad, shown in (
+        ("yes", "head_sweep='yes'"),
+        ({"lr": [-1.0]}, "lr=-1.0"),
+        ({"weight_decay": [float("nan")]}, "weight_decay=nan"),
+        ({"momentum": [0.9]}, "head_sweep with keys \\['momentum'\\]"),
+        ({"lr": []}, "lr=\\[\\]"),
+    ):
+        with pytest.raises(ValueError, match=rf"Received: {shown}"):
+            kerastl.fine_tune(model, (x, y), (x, y), epochs=0, head_epochs=1, head_sweep=bad)
+    with pytest.raises(ValueError, match=r"head_epochs.*Received: head_sweep=True, head_epochs=0"):
+        kerastl.fine_tune(model, (x, y), (x, y), epochs=1, head_epochs=0, head_sweep=True)
+    callbacks = [keras.callbacks.History()]
+    with pytest.raises(ValueError, match=r"callbacks.*Received: head_sweep=True"):
+        kerastl.fine_tune(
+            model, (x, y), (x, y), epochs=0, head_epochs=1, head_sweep=True, callbacks=callbacks
+        )

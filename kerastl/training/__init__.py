@@ -12,6 +12,7 @@ from kerastl.training.explain import explain
 from kerastl.training.feature_cache import FeatureCache, cache_features
 from kerastl.training.fine_tune import FineTuneHistory, fine_tune
 from kerastl.training.gradual_unfreezing import GradualUnfreezing
+from kerastl.training.head_sweep import HeadSweep
 from kerastl.training.losses import SparseCategoricalCrossentropy
 from kerastl.training.lr_find import LRFinderResult, lr_find
 from kerastl.training.per_layer_lr import PerLayerLR
@@ -24,6 +25,7 @@ __all__ = [
     "FeatureCache",
     "FineTuneHistory",
     "GradualUnfreezing",
+    "HeadSweep",
     "LRFinderResult",
     "OneCycle",
     "Plan",

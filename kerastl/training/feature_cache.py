@@ -18,6 +18,7 @@ cache; a file that does not match its recorded checksum is rebuilt, never used.
 import dataclasses
 import hashlib
 import json
+import math
 import os
 
 import keras
@@ -45,6 +46,8 @@ class FeatureCache:
             data has no stable fingerprint, e.g. a `tf.data` pipeline).
         path: the `.npy` file of the features on disk, or `None`.
         reused: whether the features were read from an existing disk cache.
+        views: `None`, or the number of augmented copies: `features` is then
+            `(views, n, ...)`, copy `v` of image `i` at `features[v, i]`.
     """
 
     features: np.ndarray
@@ -52,18 +55,21 @@ class FeatureCache:
     key: str | None = None
     path: str | None = None
     reused: bool = False
+    views: int | None = None
 
     def __len__(self):
-        return len(self.features)
+        """The number of images (not of copies)."""
+        return self.features.shape[1 if self.views else 0]
 
 
-def cacheable(model):
+def cacheable(model, allow_random=False):
     """`(front, head, None)` when `model`'s head can train on cached features, else a reason.
 
     `front` maps the model's inputs to the head's inputs. The cache is valid
     only when the `FeatureExtractor` is fully frozen (its BatchNorm then runs in
     inference mode) and no layer before the head draws random numbers
-    (augmentation, dropout, noise).
+    (augmentation, dropout, noise); with `allow_random=True` such layers are
+    allowed (augmented copies, `views=`, sample them).
     """
     extractor = find_extractor(model)
     if extractor is None:
@@ -86,20 +92,28 @@ def cacheable(model):
         front = keras.Model(inputs, head.input, name=f"{model.name}_features")
     except (AttributeError, ValueError) as e:
         return None, None, f"the head's input is not one tensor of the model ({e})"
-    random = [layer.name for layer in front.layers if _draws_random_numbers(layer)]
-    if random:
+    random = random_layers(front)
+    if random and not allow_random:
         return (
             None,
             None,
             (
                 f"layers before the head draw random numbers ({random}: augmentation, dropout "
-                "or noise), so the features differ every epoch"
+                "or noise), so the features differ every epoch (views=K caches K augmented "
+                "copies of each image)"
             ),
         )
     return front, head, None
 
 
-def cache_features(model_or_extractor, data, *, batch_size=32, cache_dir=None, verbose=1):
+def random_layers(front):
+    """The names of the layers of `front` that draw random numbers."""
+    return [layer.name for layer in front.layers if _draws_random_numbers(layer)]
+
+
+def cache_features(
+    model_or_extractor, data, *, batch_size=32, cache_dir=None, views=None, verbose=1
+):
     """Runs the preprocessing and frozen backbone once per image; returns a `FeatureCache`.
 
     Args:
@@ -112,6 +126,12 @@ def cache_features(model_or_extractor, data, *, batch_size=32, cache_dir=None, v
         cache_dir: a directory to keep the features in (memory-mapped), reused
             by later calls on the same model and data; `None` keeps them in
             memory.
+        views: `None`, or the number of augmented copies of each image to
+            cache: the layers before the head run in training mode (random
+            augmentation, dropout; the frozen backbone stays in inference
+            mode) `views` times over the data, and `features` has shape
+            `(views, n, ...)`. Without random layers the copies are equal: it
+            runs once and repeats them (no extra memory).
         verbose: 0 silent, 1 a progress bar.
 
     Example:
@@ -130,6 +150,8 @@ def cache_features(model_or_extractor, data, *, batch_size=32, cache_dir=None, v
     ```
     """
     check_positive_int(batch_size, "batch_size")
+    if views is not None:
+        check_positive_int(views, "views")
     if verbose not in (0, 1, 2):
         raise ValueError(f"`verbose` must be 0, 1 or 2. Received: verbose={verbose!r}")
     if isinstance(model_or_extractor, FeatureExtractor):
@@ -141,7 +163,7 @@ def cache_features(model_or_extractor, data, *, batch_size=32, cache_dir=None, v
             )
         front = model_or_extractor
     elif isinstance(model_or_extractor, keras.Model):
-        front, _, reason = cacheable(model_or_extractor)
+        front, _, reason = cacheable(model_or_extractor, allow_random=views is not None)
         if front is None:
             raise ValueError(
                 f"Features of this model cannot be cached: {reason}. "
@@ -155,39 +177,134 @@ def cache_features(model_or_extractor, data, *, batch_size=32, cache_dir=None, v
     if not isinstance(front, keras.Model):  # an extractor: a model around it, for predict
         images = keras.Input(front.image_shape)
         front = keras.Model(images, front(images), name=f"{front.name}_features")
+    return features_of(
+        front, data, batch_size=batch_size, cache_dir=cache_dir, views=views, verbose=verbose
+    )
+
+
+def features_of(front, data, *, batch_size=32, cache_dir=None, views=None, verbose=1):
+    """The `FeatureCache` of a model `front` (images -> features) over `data`.
+
+    `views=None` runs `front` in inference mode (random augmentation is then
+    off); `views=K` runs it K times in training mode when it has random layers
+    (augmented copies), once otherwise.
+    """
+    augment = views is not None and bool(random_layers(front))
+    passes = views if augment else 1
     store = None if cache_dir is None else _Store(cache_dir)
     batches, fingerprint = _batches(data, batch_size, identify=store is not None)
     key = None
     if store is not None and fingerprint is not None:
-        key = _key(front, fingerprint, batches[0][0][:1])
+        # The key's probe runs in inference mode: the same output every time.
+        key = _key(front, f"{fingerprint}|augmented={passes if augment else 0}", batches[0][0][:1])
         found = store.read(key)
         if found is not None:
-            return found
+            return _with_views(found, views, augment)
+    if augment:
+        front = _Augmenting(front)
     if store is not None and key is not None:
-        return store.compute(key, front, batches, verbose)
-    features, labels = _compute(front, batches, verbose, _MemorySink())
-    return FeatureCache(features, labels, key=key)
+        return _with_views(store.compute(key, front, batches, verbose, passes), views, augment)
+    features, labels = _compute(front, batches, verbose, _MemorySink(), passes)
+    return _with_views(FeatureCache(features, labels, key=key), views, augment)
+
+
+class _Augmenting(keras.Model):
+    """The layers before the head in training mode: each call draws new augmentations.
+
+    A frozen FeatureExtractor keeps its backbone in inference mode whatever
+    `training` says.
+    """
+
+    def __init__(self, front):
+        super().__init__(name=f"{front.name}_augmenting")
+        self.front = front
+
+    def call(self, inputs):
+        return self.front(inputs, training=True)
+
+
+def _with_views(cache, views, augmented):
+    """Features of `views` passes as `(views, n, ...)` (one repeated when not augmented)."""
+    if views is None:
+        return cache
+    features = cache.features
+    if augmented:
+        features = features.reshape(views, len(features) // views, *features.shape[1:])
+    else:  # no random layer: the copies are equal, one computed, repeated without copying
+        features = np.broadcast_to(features[None], (views, *features.shape))
+    return dataclasses.replace(cache, features=features, views=views)
+
+
+class ViewBatches(keras.utils.PyDataset):
+    """Batches of cached augmented views: each epoch, one random view of every image.
+
+    Args:
+        features: `(views, n, ...)` features.
+        labels: `(n, ...)` labels.
+        batch_size: images per batch.
+        shuffle: a new image order every epoch (else the cached order).
+        seed: the draws of epoch `e` depend on `(seed, e)` only, so a resumed
+            run sees the batches an uninterrupted one would.
+        outputs: the number of heads the labels feed (a tuple of that many).
+        epoch: the epoch the first draw is for.
+    """
+
+    def __init__(self, features, labels, batch_size, shuffle=True, seed=0, outputs=1, epoch=0):
+        super().__init__()
+        self.features, self.labels = features, np.asarray(labels)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.outputs = outputs
+        self.epoch = epoch
+        self._draw()
+
+    @property
+    def feature_shape(self):
+        return tuple(self.features.shape[2:])
+
+    def _draw(self):
+        views, n = self.features.shape[:2]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.view = rng.integers(0, views, n)
+        self.order = rng.permutation(n) if self.shuffle else np.arange(n)
+
+    def __len__(self):
+        return math.ceil(self.features.shape[1] / self.batch_size)
+
+    def __getitem__(self, index):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        x = np.asarray(self.features[self.view[rows], rows])
+        y = self.labels[rows]
+        return x, (tuple([y] * self.outputs) if self.outputs > 1 else y)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._draw()
 
 
 # --- computing -------------------------------------------------------------------------
 
 
-def _compute(front, batches, verbose, sink):
-    """Runs `front` over every batch into `sink`; returns `(features, labels)`."""
+def _compute(front, batches, verbose, sink, passes=1):
+    """Runs `front` over every batch into `sink`, `passes` times; returns `(features, labels)`.
+
+    The features of pass `p` follow those of pass `p - 1`; the labels are one pass's.
+    """
     if isinstance(batches, _Arrays):
-        # In memory already: one `predict`, one traced step for every batch.
-        sink.append(front.predict(batches.x, batch_size=batches.batch_size, verbose=verbose))
+        # In memory already: one `predict` per pass, one traced step for every batch.
+        for _ in range(passes):
+            sink.append(front.predict(batches.x, batch_size=batches.batch_size, verbose=verbose))
         return sink.finish(), batches.y
-    progress = keras.utils.Progbar(len(batches), verbose=verbose) if verbose else None
+    total = len(batches) * passes
+    progress = keras.utils.Progbar(total, verbose=verbose) if verbose else None
     labels = []
-    for i in range(len(batches)):
-        x, y = batches[i]
+    for step in range(total):
+        x, y = batches[step % len(batches)]
         # predict_on_batch runs one compiled step (an eager call is 3-10x slower).
         sink.append(np.asarray(front.predict_on_batch(x)))
-        if y is not None:
+        if y is not None and step < len(batches):
             labels.append(np.asarray(keras.ops.convert_to_numpy(y)))
         if progress is not None:
-            progress.update(i + 1)
+            progress.update(step + 1)
     if not sink.rows:
         raise ValueError("`data` holds no images. Received: data with 0 batches")
     return sink.finish(), (np.concatenate(labels) if labels else None)
@@ -417,9 +534,9 @@ class _Store:
             return None
         return FeatureCache(features, labels, key=key, path=features_path, reused=True)
 
-    def compute(self, key, front, batches, verbose):
+    def compute(self, key, front, batches, verbose, passes=1):
         features_path, labels_path, meta_path = self._paths(key)
-        features, labels = _compute(front, batches, verbose, _DiskSink(features_path))
+        features, labels = _compute(front, batches, verbose, _DiskSink(features_path), passes)
         meta = {"format": _FORMAT, "key": key, "shape": list(features.shape)}
         meta["features_sha256"] = _file_digest(features_path)
         meta["labels_sha256"] = None if labels is None else _save(labels_path, labels)

@@ -14,7 +14,8 @@ from kerastl.freeze.policies import FreezePolicy, check_policy, get_policy, vali
 from kerastl.heads.task_head import TaskHead
 from kerastl.layers.feature_extractor import find_extractor
 from kerastl.training.checkpoints import Checkpoints
-from kerastl.training.feature_cache import cache_features, cacheable
+from kerastl.training.feature_cache import ViewBatches, cacheable, features_of, random_layers
+from kerastl.training.head_sweep import HeadSweep, sweep_grid, train_heads
 from kerastl.training.losses import SparseCategoricalCrossentropy
 from kerastl.training.per_layer_lr import PerLayerLR
 from kerastl.training.policy import change_freeze
@@ -41,6 +42,7 @@ class FineTuneHistory:
         final: the evaluation on `validation` after training (or `None`).
         stopped_early: whether early stopping ended a phase.
         model: the trained model.
+        sweep: the `HeadSweep` of the head phase (`head_sweep=`), or `None`.
     """
 
     history: dict
@@ -51,6 +53,7 @@ class FineTuneHistory:
     final: dict | None = None
     stopped_early: bool = False
     model: keras.Model | None = None
+    sweep: HeadSweep | None = None
 
     def phase_of(self, epoch):
         """The phase name of an epoch index."""
@@ -81,6 +84,8 @@ def fine_tune(
     checkpoint_dir=None,
     cache="auto",
     cache_dir=None,
+    views=None,
+    head_sweep=None,
     evaluate_first=True,
     callbacks=None,
     verbose=1,
@@ -161,6 +166,20 @@ def fine_tune(
             when it is not; `False` never caches.
         cache_dir: keep the cached features on disk here (memory-mapped, reused
             by a later run on the same model and data); `None`: in memory.
+        views: with random augmentation in the model, cache this many
+            augmented copies of each image (the augmentation runs `views`
+            times, the backbone on each copy) and train the head on one copy
+            per image per epoch, drawn at random; `None` (default): a model
+            that augments trains its head end to end.
+        head_sweep: train several heads at once on the cached features and
+            keep the best on `validation` (accuracy, then loss): `True` for
+            the default grid (`lr` times 0.1, 0.3, 1 and 3, each with weight
+            decay 0 and 1e-4: 8 heads), a dict `{"lr": [...],
+            "weight_decay": [...]}` (their product), or a list of
+            `{"lr": ..., "weight_decay": ...}`. Weight decay is an L2 penalty
+            `wd / 2 * |W|^2` on the head's kernels. Needs `validation` and the
+            cache; early stopping does not apply to it. The grid's results are
+            in `history.sweep`.
         evaluate_first: evaluate `validation` before training and report it.
         callbacks: more Keras callbacks, given to both phases.
         verbose: 0 silent, 1 progress and the before/after evaluation.
@@ -226,7 +245,14 @@ def fine_tune(
         verbose=verbose,
         cache=cache,
         cache_dir=cache_dir,
+        views=views,
+        head_sweep=head_sweep,
     )
+    if run.grid is not None and validation is None:
+        raise ValueError(
+            "`head_sweep` keeps the head that does best on `validation`, which is None. "
+            f"Received: head_sweep={head_sweep!r}, validation=None"
+        )
     train_data = _Data(train, "train", batch_size, run.head)
     validation_data = (
         None if validation is None else _Data(validation, "validation", batch_size, run.head)
@@ -261,6 +287,9 @@ class _Run:
     verbose: int
     cache: object = "auto"
     cache_dir: object = None
+    views: int | None = None
+    grid: list | None = None
+    head_sweep: object = None
 
     @classmethod
     def check(cls, model, **args):
@@ -366,6 +395,25 @@ class _Run:
             )
         if args["verbose"] not in (0, 1, 2):
             raise ValueError(f"`verbose` must be 0, 1 or 2. Received: verbose={args['verbose']!r}")
+        if args["views"] is not None:
+            check_positive_int(args["views"], "views")
+        if args["head_sweep"] is False:
+            args["head_sweep"] = None
+        sweep = args["head_sweep"]
+        grid = None
+        if sweep is not None:
+            grid = sweep_grid(sweep, float(args["lr"]))
+            if args["head_epochs"] == 0:
+                raise ValueError(
+                    "`head_sweep` trains heads in the head phase, and `head_epochs` is 0. "
+                    f"Received: head_sweep={sweep!r}, head_epochs=0"
+                )
+        for arg, value in (("views", args["views"]), ("head_sweep", grid)):
+            if value is not None and args["cache"] is False:
+                raise ValueError(
+                    f"`{arg}` works on cached features, and `cache` is False. "
+                    f"Received: {arg}={value if arg == 'views' else sweep!r}, cache=False"
+                )
         args.pop("batch_size")
         return cls(
             model=model,
@@ -380,6 +428,7 @@ class _Run:
                 "lr_mult": float(args["lr_mult"]),
                 "warmup": float(warmup),
                 "label_smoothing": float(smoothing),
+                "grid": grid,
             },
         )
 
@@ -404,6 +453,8 @@ class _Run:
             "label_smoothing": self.label_smoothing,
             "ema": self.ema,
             "early_stopping": self.early_stopping,
+            "views": self.views,
+            "head_sweep": None if self.grid is None else [list(pair) for pair in self.grid],
         }
 
     def fit(self, train, validation, checkpoints):
@@ -438,7 +489,7 @@ class _Run:
             fit_data = train.fit_arguments()
             validation_data = None if validation is None else validation.as_validation()
             if phase == 0:
-                cached = self._cached(train, validation, train.steps * count)
+                cached = self._cached(train, validation, train.steps * count, state["epochs_done"])
                 if cached is not None:
                     trainer, fit_data, validation_data = cached
             if resume is not None:
@@ -463,6 +514,16 @@ class _Run:
             if state["phase"] != phase:
                 state["phase"], state["early"] = phase, None
             state["on_cache"] = trainer is not self.model
+            if phase == 0 and self.grid is not None:
+                sweep = self._sweep(trainer, fit_data, validation_data, train.steps * count, count)
+                for key, values in sweep.history.items():
+                    state["history"].setdefault(key, []).extend(values)
+                state["epochs_done"] = end
+                state["sweep"] = dataclasses.asdict(sweep)
+                if checkpoints is not None:  # the head phase is short: no mid-sweep checkpoint
+                    checkpoints.write(self.model, state, optimizer_of=trainer)
+                start = end
+                continue
             if phase == 1 and state.get("boundary") is None:
                 # Where phase 2 begins: earlier than head_epochs if early stopping ended
                 # the head phase.
@@ -502,6 +563,7 @@ class _Run:
             final=final,
             stopped_early=state["stopped_early"],
             model=self.model,
+            sweep=HeadSweep(**state["sweep"]) if state.get("sweep") else None,
         )
 
     def _compile(self, phase, steps):
@@ -526,43 +588,50 @@ class _Run:
             optimizer=optimizer, loss=self._loss(), metrics=self.head.default_metrics()
         )
 
-    def _cached(self, train, validation, steps):
+    def _cached(self, train, validation, steps, epochs_done):
         """`(head model, fit data, validation data)` on cached features, or `None`."""
         if self.cache is False:
             return None
-        front, head, reason = cacheable(self.model)
+        front, head, reason = cacheable(self.model, allow_random=self.views is not None)
         if front is not None and train.mixes:
             front, reason = None, "the training batches mix images at random (mix=)"
         if front is not None and self.callbacks:
             # A callback sees the model being fit: on the cache, the head alone.
             front, reason = None, "`callbacks` watch the full model, which the cache skips"
         if front is None:
-            if self.cache is True:
-                raise ValueError(
-                    f"`cache=True`, but the features of this model cannot be cached: "
-                    f"{reason}. Received: cache=True"
-                )
+            asked = {"cache": self.cache, "views": self.views, "head_sweep": self.head_sweep}
+            for arg, value in asked.items():
+                if value is True or (arg != "cache" and value is not None):
+                    raise ValueError(
+                        f"`{arg}` needs the head phase on cached features, and the features of "
+                        f"this model cannot be cached: {reason}. Received: {arg}={value!r}"
+                    )
             return None
+        views = self.views if random_layers(front) else None
         if self.verbose:
-            print("Caching the frozen backbone's features for the head phase")
-        features = cache_features(
-            self.model,
+            copies = f" ({views} augmented copies of each image)" if views else ""
+            print(f"Caching the frozen backbone's features for the head phase{copies}")
+        features = features_of(
+            front,
             train.cache_source(),
             batch_size=train.batch_size,
             cache_dir=self.cache_dir,
+            views=views,
             verbose=self.verbose,
         )
         validation_data = None
         if validation is not None:
-            held_out = cache_features(
-                self.model,
+            # In inference mode: augmentation is off, as when the full model evaluates.
+            held_out = features_of(
+                front,
                 validation.cache_source(),
                 batch_size=validation.batch_size,
                 cache_dir=self.cache_dir,
                 verbose=self.verbose,
             )
             validation_data = (held_out.features, held_out.labels)
-        inputs = keras.Input(features.features.shape[1:], name="features")
+        shape = features.features.shape[2:] if views else features.features.shape[1:]
+        inputs = keras.Input(shape, name="features")
         trainer = keras.Model(inputs, head(inputs), name=f"{self.model.name}_head")
         schedule = make_schedule(self.schedule, self.lr, steps, self.warmup)
         trainer.compile(
@@ -570,6 +639,17 @@ class _Run:
             loss=self._loss(),
             metrics=self.head.default_metrics(),
         )
+        if views:
+            # One copy per image per epoch, drawn from (seed, epoch): a resumed run draws
+            # what an uninterrupted one would.
+            batches = ViewBatches(
+                features.features,
+                features.labels,
+                train.batch_size,
+                shuffle=not train.keeps_order,
+                epoch=epochs_done,
+            )
+            return trainer, {"x": batches}, validation_data
         fit_data = {
             "x": features.features,
             "y": features.labels,
@@ -578,6 +658,32 @@ class _Run:
             "shuffle": not train.keeps_order,
         }
         return trainer, fit_data, validation_data
+
+    def _sweep(self, trainer, fit_data, validation_data, steps, epochs):
+        """Trains the `head_sweep` grid on the cached features; the best head is kept."""
+        if isinstance(fit_data["x"], ViewBatches):
+            fit_data["x"].outputs = len(self.grid)
+            train = fit_data["x"]
+        else:
+            train = (fit_data["x"], fit_data["y"])
+        sweep = train_heads(
+            self.head,
+            train,
+            validation_data,
+            self.grid,
+            epochs=epochs,
+            batch_size=fit_data.get("batch_size", 32),
+            make_optimizer=lambda top: self._optimizer(
+                make_schedule(self.schedule, top, steps, self.warmup)
+            ),
+            loss=self._loss(),
+            shuffle=fit_data.get("shuffle", True),
+            verbose=self.verbose,
+        )
+        if self.verbose:
+            print(f"Head sweep ({len(self.grid)} heads, the kept one marked *):")
+            print(sweep.table())
+        return sweep
 
     def _optimizer(self, learning_rate):
         extra = {"use_ema": True} if self.ema else {}

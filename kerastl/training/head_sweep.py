@@ -1,0 +1,231 @@
+"""Many heads per pass: a grid of learning rates and weight decays, trained at once on features.
+
+The backbone's features are computed once (`kerastl.cache_features`); every
+head of the grid is a copy of the model's head (same layers, same starting
+weights) reading the same batch of features, so a sweep of 8 heads costs about
+what one head costs: the step is dominated by moving the batch, not by a few
+thousand weights. Each head has its own loss (the total is their sum, so no
+head's gradient depends on another's), its own learning rate (a `PerLayerLR`
+multiplier) and its own weight decay, an L2 penalty `wd / 2 * |W|^2` on its
+kernels (the regularisation that the linear probes of CLIP and DINOv2 sweep).
+The head with the best validation score (accuracy, then loss; loss for
+regression) is copied into the model's head, as DINOv2's linear evaluation
+keeps the best of its grid.
+"""
+
+import dataclasses
+import itertools
+import math
+
+import keras
+
+from kerastl._checks import check_positive_int, is_finite_number
+from kerastl.heads.task_head import TaskHead
+from kerastl.training.per_layer_lr import PerLayerLR
+
+# The grid `head_sweep=True` trains: the given rate times these, with and without decay.
+LR_FACTORS = (0.1, 0.3, 1.0, 3.0)
+WEIGHT_DECAYS = (0.0, 1e-4)
+MAX_HEADS = 64
+
+
+@dataclasses.dataclass
+class HeadSweep:
+    """What a head sweep found.
+
+    Attributes:
+        results: one dict per head of the grid, in grid order: `lr`,
+            `weight_decay`, the final training `loss`, and `val_loss` and the
+            validation metrics (`val_accuracy`, ...).
+        best: the entry of `results` that was kept (also marked `best=True`).
+        history: the kept head's per-epoch logs, in Keras' `History` names
+            (`loss`, `accuracy`, `val_loss`, `val_accuracy`, ...).
+    """
+
+    results: list
+    best: dict
+    history: dict
+
+    def table(self):
+        """The grid's results as a text table, the kept head marked with `*`."""
+        metrics = [k for k in self.results[0] if k.startswith("val_")]
+        header = ["lr", "weight_decay", "loss", *metrics]
+        rows = [[f"{r[k]:.4g}" for k in header] for r in self.results]
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+        lines = ["  " + "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+        for result, row in zip(self.results, rows, strict=True):
+            mark = "* " if result.get("best") else "  "
+            lines.append(mark + "  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+        return "\n".join(lines)
+
+
+def sweep_grid(head_sweep, lr):
+    """The list of `(lr, weight_decay)` pairs a `head_sweep` argument asks for."""
+    if head_sweep is True:
+        return [(lr * f, wd) for f in LR_FACTORS for wd in WEIGHT_DECAYS]
+    if isinstance(head_sweep, dict):
+        unknown = set(head_sweep) - {"lr", "weight_decay"}
+        if unknown:
+            raise ValueError(
+                "`head_sweep` takes the keys 'lr' and 'weight_decay'. "
+                f"Received: head_sweep with keys {sorted(unknown)}"
+            )
+        lrs = _values(head_sweep.get("lr", [lr]), "lr")
+        decays = _values(head_sweep.get("weight_decay", [0.0]), "weight_decay")
+        grid = list(itertools.product(lrs, decays))
+    elif isinstance(head_sweep, (list, tuple)) and head_sweep:
+        grid = []
+        for entry in head_sweep:
+            if not isinstance(entry, dict) or not set(entry) <= {"lr", "weight_decay"}:
+                raise ValueError(
+                    "`head_sweep` as a list holds dicts with 'lr' and/or 'weight_decay'. "
+                    f"Received: head_sweep entry {entry!r}"
+                )
+            grid.append(
+                (
+                    _values([entry.get("lr", lr)], "lr")[0],
+                    _values([entry.get("weight_decay", 0.0)], "weight_decay")[0],
+                )
+            )
+    else:
+        raise ValueError(
+            "`head_sweep` must be True (the default grid), a dict {'lr': [...], "
+            "'weight_decay': [...]} or a list of such dicts. "
+            f"Received: head_sweep={head_sweep!r}"
+        )
+    if not 1 <= len(grid) <= MAX_HEADS:
+        raise ValueError(
+            f"`head_sweep` must ask for 1 to {MAX_HEADS} heads; it asks for {len(grid)}. "
+            f"Received: head_sweep={head_sweep!r}"
+        )
+    return [(float(a), float(b)) for a, b in grid]
+
+
+def _values(values, key):
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        values = [values]
+    values = list(values)
+    low = 0.0 if key == "weight_decay" else -math.inf
+    for value in values:
+        if not is_finite_number(value, low) or (key == "lr" and value <= 0):
+            kind = "numbers >= 0" if key == "weight_decay" else "positive numbers"
+            raise ValueError(f"`head_sweep['{key}']` must hold {kind}. Received: {key}={value!r}")
+    if not values:
+        raise ValueError(f"`head_sweep['{key}']` is empty. Received: {key}=[]")
+    return values
+
+
+def train_heads(
+    head,
+    train,
+    validation,
+    grid,
+    *,
+    epochs,
+    batch_size,
+    make_optimizer,
+    loss,
+    shuffle=True,
+    verbose=0,
+):
+    """Trains one copy of `head` per `(lr, weight_decay)` of `grid` at once; keeps the best.
+
+    Args:
+        head: the `TaskHead` whose copies train; the best copy's weights are
+            assigned to it.
+        train: `(features, labels)` arrays, or a `keras.utils.PyDataset` of
+            `(features, labels)` batches (augmented views).
+        validation: `(features, labels)` arrays.
+        grid: `(lr, weight_decay)` pairs.
+        epochs: epochs of training.
+        batch_size: for arrays.
+        make_optimizer: `learning_rate -> optimizer`; called with the grid's
+            largest rate (each head's is a multiplier of it).
+        loss: the loss of one head (a Keras loss object or name).
+        shuffle: reshuffle array batches every epoch.
+        verbose: Keras `fit` verbosity.
+
+    Returns:
+        A `HeadSweep`.
+    """
+    check_positive_int(epochs, "epochs")
+    names = [f"sweep_{i}" for i in range(len(grid))]
+    features = train[0] if isinstance(train, tuple) else None
+    shape = (features.shape[1:]) if features is not None else train.feature_shape
+    inputs = keras.Input(shape, name="features")
+    outputs = []
+    for name, (_, decay) in zip(names, grid, strict=True):
+        copy = TaskHead.from_config({**head.get_config(), "name": name})
+        if decay:
+            for dense in copy.dense_layers:
+                # An L2 penalty decay / 2 * |W|^2: its gradient is decay * W.
+                dense.kernel_regularizer = keras.regularizers.L2(decay / 2)
+        outputs.append(copy(inputs))
+    model = keras.Model(inputs, outputs, name=f"{head.name}_sweep")
+    start = [keras.ops.convert_to_numpy(w) for w in head.weights]
+    for name in names:  # every head starts where the model's head is: only the grid differs
+        for variable, value in zip(model.get_layer(name).weights, start, strict=True):
+            variable.assign(value)
+    top = max(lr for lr, _ in grid)
+    optimizer = PerLayerLR(
+        make_optimizer(top),
+        multipliers={name: lr / top for name, (lr, _) in zip(names, grid, strict=True)},
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=[loss] * len(grid),
+        metrics=[head.default_metrics() for _ in grid],
+    )
+    val_x, val_y = validation
+    fit = {"validation_data": (val_x, tuple([val_y] * len(grid))), "epochs": epochs}
+    if isinstance(train, tuple):
+        x, y = train
+        fit.update(x=x, y=tuple([y] * len(grid)), batch_size=batch_size, shuffle=shuffle)
+    else:
+        fit.update(x=train)
+    logs = model.fit(**fit, verbose=verbose).history
+    # The final validation figures, computed here for every head alike (Keras logs a
+    # single output without its name, and with the weight-decay penalty in its loss).
+    predictions = model.predict(val_x, batch_size=batch_size, verbose=0)
+    if len(grid) == 1:
+        predictions = [predictions[0] if isinstance(predictions, list) else predictions]
+    metric_names = [m.name for m in head.default_metrics()]
+    results = []
+    for i, (name, (lr, decay)) in enumerate(zip(names, grid, strict=True)):
+        result = {"lr": lr, "weight_decay": decay}
+        result["loss"] = _last(logs, f"{name}_loss" if len(grid) > 1 else "loss")
+        result["val_loss"] = float(keras.ops.convert_to_numpy(loss(val_y, predictions[i])))
+        for metric in head.default_metrics():
+            metric.update_state(val_y, predictions[i])
+            result[f"val_{metric.name}"] = float(keras.ops.convert_to_numpy(metric.result()))
+        results.append(result)
+    best = min(range(len(grid)), key=lambda i: _rank(results[i], head, metric_names))
+    results[best]["best"] = True
+    chosen = model.get_layer(names[best])
+    for target, source in zip(head.weights, chosen.weights, strict=True):
+        target.assign(source)
+    history = {}
+    for key, values in logs.items():
+        if len(grid) == 1:
+            history[key] = [float(v) for v in values]
+            continue
+        prefix = f"val_{names[best]}_" if key.startswith("val_") else f"{names[best]}_"
+        if key.startswith(prefix):
+            stem = key[len(prefix) :]
+            history[("val_" if key.startswith("val_") else "") + stem] = [float(v) for v in values]
+    return HeadSweep(results=results, best=results[best], history=history)
+
+
+def _last(logs, key):
+    values = logs.get(key)
+    return float(values[-1]) if values else math.nan
+
+
+def _rank(result, head, metric_names):
+    """Smaller is better: accuracy first (classification), then the validation loss."""
+    loss = result["val_loss"]
+    loss = math.inf if math.isnan(loss) else loss
+    if head.task == "regression" or not metric_names:
+        return (loss,)
+    score = result[f"val_{metric_names[0]}"]
+    return (-score if not math.isnan(score) else math.inf, loss)
