@@ -288,19 +288,22 @@ def _compute(front, batches, verbose, sink, passes=1):
     """Runs `front` over every batch into `sink`, `passes` times; returns `(features, labels)`.
 
     The features of pass `p` follow those of pass `p - 1`; the labels are one pass's.
+    Every batch goes in at the size of the first (a short last batch is padded with
+    copies of its last image, their features dropped): one traced step on TensorFlow,
+    one compilation on JAX, where a second batch shape would cost a second.
     """
-    if isinstance(batches, _Arrays):
-        # In memory already: one `predict` per pass, one traced step for every batch.
-        for _ in range(passes):
-            sink.append(front.predict(batches.x, batch_size=batches.batch_size, verbose=verbose))
-        return sink.finish(), batches.y
     total = len(batches) * passes
     progress = keras.utils.Progbar(total, verbose=verbose) if verbose else None
     labels = []
+    size = None
     for step in range(total):
         x, y = batches[step % len(batches)]
+        count = len(x)
+        size = size or count
+        if count < size:
+            x = np.concatenate([x, np.repeat(x[-1:], size - count, axis=0)])
         # predict_on_batch runs one compiled step (an eager call is 3-10x slower).
-        sink.append(np.asarray(front.predict_on_batch(x)))
+        sink.append(np.asarray(front.predict_on_batch(x))[:count])
         if y is not None and step < len(batches):
             labels.append(np.asarray(keras.ops.convert_to_numpy(y)))
         if progress is not None:

@@ -152,68 +152,138 @@ def train_heads(
     names = [f"sweep_{i}" for i in range(len(grid))]
     features = train[0] if isinstance(train, tuple) else None
     shape = (features.shape[1:]) if features is not None else train.feature_shape
-    inputs = keras.Input(shape, name="features")
-    outputs = []
+    heads = []
     for name, (_, decay) in zip(names, grid, strict=True):
         copy = TaskHead.from_config({**head.get_config(), "name": name})
         if decay:
             for dense in copy.dense_layers:
                 # An L2 penalty decay / 2 * |W|^2: its gradient is decay * W.
                 dense.kernel_regularizer = keras.regularizers.L2(decay / 2)
-        outputs.append(copy(inputs))
-    model = keras.Model(inputs, outputs, name=f"{head.name}_sweep")
+        heads.append(copy)
+    inputs = keras.Input(shape, name="features")
+    # One output, (batch, heads, ...): Keras' per-output bookkeeping for 8 outputs costs
+    # more than the 8 heads themselves.
+    model = keras.Model(inputs, _Stacked(heads)(inputs), name=f"{head.name}_sweep")
     start = [keras.ops.convert_to_numpy(w) for w in head.weights]
-    for name in names:  # every head starts where the model's head is: only the grid differs
-        for variable, value in zip(model.get_layer(name).weights, start, strict=True):
+    for copy in heads:  # every head starts where the model's head is: only the grid differs
+        for variable, value in zip(copy.weights, start, strict=True):
             variable.assign(value)
     top = max(lr for lr, _ in grid)
     optimizer = PerLayerLR(
         make_optimizer(top),
         multipliers={name: lr / top for name, (lr, _) in zip(names, grid, strict=True)},
     )
-    model.compile(
-        optimizer=optimizer,
-        loss=[loss] * len(grid),
-        metrics=[head.default_metrics() for _ in grid],
-    )
-    val_x, val_y = validation
-    fit = {"validation_data": (val_x, tuple([val_y] * len(grid))), "epochs": epochs}
+    loss = keras.losses.get(loss)
+    metrics = []
+    for i, name in enumerate(names):
+        metrics.append(_HeadLoss(loss, i, name=f"{name}_loss"))
+        metrics.extend(
+            keras.metrics.MeanMetricWrapper(
+                _of_head(_per_sample(metric), i), name=f"{name}_{metric.name}"
+            )
+            for metric in head.default_metrics()
+        )
+    model.compile(optimizer=optimizer, loss=_SumOverHeads(loss, len(grid)), metrics=metrics)
+    fit = {"validation_data": validation, "epochs": epochs}
     if isinstance(train, tuple):
-        x, y = train
-        fit.update(x=x, y=tuple([y] * len(grid)), batch_size=batch_size, shuffle=shuffle)
+        fit.update(x=train[0], y=train[1], batch_size=batch_size, shuffle=shuffle)
     else:
         fit.update(x=train)
     logs = model.fit(**fit, verbose=verbose).history
-    # The final validation figures, computed here for every head alike (Keras logs a
-    # single output without its name, and with the weight-decay penalty in its loss).
-    predictions = model.predict(val_x, batch_size=batch_size, verbose=0)
-    if len(grid) == 1:
-        predictions = [predictions[0] if isinstance(predictions, list) else predictions]
     metric_names = [m.name for m in head.default_metrics()]
     results = []
-    for i, (name, (lr, decay)) in enumerate(zip(names, grid, strict=True)):
-        result = {"lr": lr, "weight_decay": decay}
-        result["loss"] = _last(logs, f"{name}_loss" if len(grid) > 1 else "loss")
-        result["val_loss"] = float(keras.ops.convert_to_numpy(loss(val_y, predictions[i])))
-        for metric in head.default_metrics():
-            metric.update_state(val_y, predictions[i])
-            result[f"val_{metric.name}"] = float(keras.ops.convert_to_numpy(metric.result()))
+    for name, (lr, decay) in zip(names, grid, strict=True):
+        # The heads' own losses, without the decay penalty (which is in Keras' "loss").
+        result = {"lr": lr, "weight_decay": decay, "loss": _last(logs, f"{name}_loss")}
+        result["val_loss"] = _last(logs, f"val_{name}_loss")
+        for metric in metric_names:
+            result[f"val_{metric}"] = _last(logs, f"val_{name}_{metric}")
         results.append(result)
     best = min(range(len(grid)), key=lambda i: _rank(results[i], head, metric_names))
     results[best]["best"] = True
-    chosen = model.get_layer(names[best])
-    for target, source in zip(head.weights, chosen.weights, strict=True):
+    for target, source in zip(head.weights, heads[best].weights, strict=True):
         target.assign(source)
     history = {}
     for key, values in logs.items():
-        if len(grid) == 1:
-            history[key] = [float(v) for v in values]
-            continue
         prefix = f"val_{names[best]}_" if key.startswith("val_") else f"{names[best]}_"
         if key.startswith(prefix):
             stem = key[len(prefix) :]
             history[("val_" if key.startswith("val_") else "") + stem] = [float(v) for v in values]
     return HeadSweep(results=results, best=results[best], history=history)
+
+
+class _Stacked(keras.layers.Layer):
+    """The heads side by side on one input: `(batch, heads, outputs)`."""
+
+    def __init__(self, heads, **kwargs):
+        super().__init__(**kwargs)
+        self.heads = heads
+
+    def build(self, input_shape):
+        for head in self.heads:
+            head.build(input_shape)
+
+    def call(self, inputs, training=None):
+        return keras.ops.stack([head(inputs, training=training) for head in self.heads], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        shape = self.heads[0].compute_output_shape(input_shape)
+        return (shape[0], len(self.heads), *shape[1:])
+
+
+class _SumOverHeads(keras.losses.Loss):
+    """The sum of every head's loss: each head's gradient is its own loss's."""
+
+    def __init__(self, loss, count):
+        super().__init__(name="sum_over_heads")
+        self.loss, self.count = loss, count
+
+    def call(self, y_true, y_pred):
+        return sum(self.loss(y_true, y_pred[:, i]) for i in range(self.count))
+
+
+class _HeadLoss(keras.metrics.Metric):
+    """One head's loss, averaged over samples as Keras averages its own loss."""
+
+    def __init__(self, loss, index, name):
+        super().__init__(name=name)
+        self.loss, self.index = loss, index
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        n = keras.ops.cast(keras.ops.shape(y_pred)[0], "float32")
+        value = keras.ops.cast(self.loss(y_true, y_pred[:, self.index]), "float32")
+        self.total.assign(self.total + value * n)
+        self.count.assign(self.count + n)
+
+    def result(self):
+        return self.total / keras.ops.maximum(self.count, 1.0)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+
+def _of_head(fn, index):
+    def of_head(y_true, y_pred):
+        return fn(y_true, y_pred[:, index])
+
+    return of_head
+
+
+def _per_sample(metric):
+    """The per-sample function of a head's default metric."""
+    if isinstance(metric, keras.metrics.BinaryAccuracy):
+        threshold = metric.get_config().get("threshold", 0.5)
+        return lambda y_true, y_pred: keras.metrics.binary_accuracy(y_true, y_pred, threshold)
+    if isinstance(metric, keras.metrics.SparseCategoricalAccuracy):
+        return keras.metrics.sparse_categorical_accuracy
+    if isinstance(metric, keras.metrics.CategoricalAccuracy):
+        return keras.metrics.categorical_accuracy
+    if isinstance(metric, keras.metrics.MeanAbsoluteError):
+        return keras.metrics.mean_absolute_error
+    raise TypeError(f"No per-head form of the metric {metric.name!r}. Received: {metric!r}")
 
 
 def _last(logs, key):
