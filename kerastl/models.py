@@ -1,6 +1,8 @@
 """`build_model`: preprocessing, feature extractor and head in one Keras model."""
 
 import re
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import keras
 
@@ -12,17 +14,17 @@ from kerastl.preprocessing.pipelines import pipeline
 
 
 def build_model(
-    extractor,
-    head,
-    preprocessing=None,
+    extractor: FeatureExtractor,
+    head: TaskHead,
+    preprocessing: keras.layers.Layer | Literal[False] | None = None,
     *,
-    input_shape=None,
-    compile=True,
-    optimizer=None,
-    loss=None,
-    metrics=None,
-    name=None,
-):
+    input_shape: Sequence[int | None] | None = None,
+    compile: bool = True,
+    optimizer: Any = None,
+    loss: Any = None,
+    metrics: Any = None,
+    name: str | None = None,
+) -> keras.Model:
     """Assembles raw images -> preprocessing -> feature extractor -> head.
 
     The result is one functional `keras.Model` of three parts; a saved model

@@ -2,6 +2,8 @@
 
 import dataclasses
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -28,9 +30,9 @@ class Prediction:
     """
 
     label: str | None
-    labels: tuple
-    top: list
-    probabilities: dict
+    labels: tuple[str, ...]
+    top: list[tuple[str, float]]
+    probabilities: dict[str, float]
 
 
 class Predictor:
@@ -71,7 +73,14 @@ class Predictor:
     ```
     """
 
-    def __init__(self, model, class_names=None, batch_size=32, threshold=0.5, safe_mode=True):
+    def __init__(
+        self,
+        model: keras.Model | str | os.PathLike[str],
+        class_names: Sequence[str] | None = None,
+        batch_size: int = 32,
+        threshold: float = 0.5,
+        safe_mode: bool = True,
+    ) -> None:
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model, compile=False, safe_mode=safe_mode)
         if not isinstance(model, keras.Model):
@@ -136,7 +145,7 @@ class Predictor:
                 f"Received: model input_shape={shape!r}"
             )
 
-    def predict(self, inputs, top_k=5):
+    def predict(self, inputs: Any, top_k: int | None = 5) -> list[Prediction]:
         """Returns one `Prediction` per image, in input order.
 
         Args:
@@ -148,7 +157,7 @@ class Predictor:
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"`top_k` must be a positive int or None. Received: top_k={top_k!r}")
         items = self._items(inputs)
-        results = []
+        results: list[Prediction] = []
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
             images = [

@@ -1,10 +1,13 @@
 import math
+import os
+import urllib.error
 
 import keras
 import pytest
 
 import kerastl
 from kerastl.backbones import get_backbone, list_backbones, register_backbone, split_blocks
+from kerastl.backbones.weights import build_with_weights, keras_cache_dir
 
 EXPECTED = (
     ["vgg16", "vgg19", "xception", "inception_v3", "inception_resnet_v2"]
@@ -164,3 +167,34 @@ def test_register_backbone_rejects_bad_entries(kwargs, match):
     constructor = args.pop("constructor")
     with pytest.raises(ValueError, match=match):
         register_backbone(name, constructor, **args)
+
+
+@pytest.mark.parametrize(
+    "error, cause",
+    [
+        (
+            urllib.error.URLError(OSError(-2, "Name or service not known")),
+            ": [Errno -2] Name or service not known. Offline?",
+        ),
+        (
+            urllib.error.HTTPError("https://x", 403, "Forbidden", {}, None),
+            ": HTTP error 403: Forbidden. Offline?",
+        ),
+    ],
+    ids=["no-network", "http-error"],
+)
+def test_weights_download_error_gives_the_cause_whole_and_the_url_once(error, cause, monkeypatch):
+    def fetch(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", fetch)
+    with pytest.raises(kerastl.WeightsDownloadError) as info:
+        build_with_weights(get_backbone("mobilenet_v2"), (96, 96, 3), "imagenet", alpha=0.35)
+    message = str(info.value)
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
+    url = f"https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/{name}"
+    assert message.count("https://") == 1
+    assert f"from {url}{cause}" in message
+    assert f"({os.path.join(keras_cache_dir(), name)}; set KERAS_HOME" in message
+    assert f"weights='/path/to/{name}'" in message
+    assert message.endswith("Received: weights='imagenet'")

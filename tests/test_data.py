@@ -67,6 +67,57 @@ def test_from_arrays_batches_shuffles_and_splits(photos):
     assert data.from_arrays(x, batch_size=4)[0][0].shape == (4, 96, 96, 3)  # images only
 
 
+def _split_labels(train, val):
+    def labels(batches):
+        return np.concatenate([batches[i][1] for i in range(len(batches))])
+
+    return labels(train), labels(val)
+
+
+def test_validation_split_is_stratified_by_class():
+    """Each class gives its share; a class of 2+ gives at least one and keeps one."""
+    y = np.repeat([0, 1, 2], [11, 4, 15])
+    y = y[np.random.default_rng(0).permutation(len(y))]
+    x = np.zeros((len(y), 4, 4, 3), "uint8")
+    for seed in range(5):
+        train_y, val_y = _split_labels(
+            *data.from_arrays(x, y, batch_size=8, validation_split=0.5, seed=seed)
+        )
+        # Shares of 5.5, 2, 7.5: one of the two halves goes to validation.
+        assert np.bincount(val_y).tolist() in ([6, 2, 7], [5, 2, 8])
+        assert np.bincount(train_y).tolist() == (np.bincount(y) - np.bincount(val_y)).tolist()
+
+    counts = [20, 6, 2, 1, 1]
+    y = np.repeat(np.arange(5), counts)
+    x = np.arange(len(y))[:, None, None, None] * np.ones((1, 2, 2, 3), "float32")
+    splits = {}
+    for split, expected in ((0.1, [1, 1, 1, 0, 0]), (0.25, [5, 2, 1, 0, 0])):
+        train, val = data.from_arrays(x, y, batch_size=64, validation_split=split, seed=3)
+        train_y, val_y = _split_labels(train, val)
+        assert np.bincount(val_y, minlength=5).tolist() == expected
+        assert (np.bincount(train_y, minlength=5) + expected).tolist() == counts
+        splits[split] = val[0][0][:, 0, 0, 0].tolist()
+    # The same seed draws the same images; another seed other ones.
+    again = data.from_arrays(x, y, batch_size=64, validation_split=0.25, seed=3)[1]
+    assert again[0][0][:, 0, 0, 0].tolist() == splits[0.25]
+    other = data.from_arrays(x, y, batch_size=64, validation_split=0.25, seed=4)[1]
+    assert other[0][0][:, 0, 0, 0].tolist() != splits[0.25]
+
+    one_hot = np.eye(5, dtype="float32")[y]  # categorical labels split alike
+    _, val = data.from_arrays(x, one_hot, batch_size=64, validation_split=0.1, seed=3)
+    assert val[0][1].sum(axis=0).tolist() == [1, 1, 1, 0, 0]
+
+
+def test_validation_split_of_continuous_or_multi_hot_targets_is_random():
+    x = np.arange(10)[:, None, None, None] * np.ones((1, 4, 4, 3), "uint8")
+    _, unlabelled = data.from_arrays(x, validation_split=0.3, seed=0)
+    multi_hot = np.random.default_rng(0).integers(0, 2, (10, 4)).astype("float32")
+    for targets in (np.linspace(0.05, 0.95, 10), multi_hot):  # no one class per image
+        train, val = data.from_arrays(x, targets, validation_split=0.3, seed=0)
+        assert len(train.images) == 7
+        np.testing.assert_array_equal(val.images, unlabelled.images)
+
+
 def test_from_arrays_fits_on_this_backend(photos):
     model = _tiny_model(heads.multiclass(3))
     train, val = data.from_arrays(
@@ -138,6 +189,9 @@ def test_from_directory_reads_class_folders_in_order(class_folders):
     train, val = data.from_directory(root, 16, validation_split=0.25, seed=0)
     assert len(train.images) + len(val.images) == len(kept)
     assert set(train.images).isdisjoint(val.images)
+    counts = [sum(name == n for n, _, _ in kept) for name in val.class_names]
+    shares = np.bincount(val.labels, minlength=3) - np.asarray(counts) * 0.25
+    assert np.abs(shares).max() < 1  # stratified: each class gives its quarter
 
 
 def test_from_directory_reads_16bit_and_8bit_files_alike(tmp_path, photos):

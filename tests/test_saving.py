@@ -180,17 +180,82 @@ def test_metadata_argument_overrides_and_extends(tmp_path):
     assert not (tmp_path / "n.keras").exists()
 
 
-def test_history_from_several_fit_stages_is_concatenated(tmp_path):
+def test_history_from_several_fit_stages_keeps_every_stage(tmp_path):
     model = tiny(loss="sparse_categorical_crossentropy")
     x = np.zeros((4, 16, 16, 3), "float32")
     first = model.fit(x, np.arange(4) % 3, epochs=2, verbose=0)
     second = model.fit(x, np.arange(4) % 3, epochs=1, verbose=0)
     save_model(model, tmp_path / "m.keras", history=[first, second.history])
-    history = read_metadata(tmp_path / "m.keras")["history"]
+    meta = read_metadata(tmp_path / "m.keras")
+    history = meta["history"]
     assert history["loss"] == pytest.approx(first.history["loss"] + second.history["loss"])
+    assert [(p["name"], p["first_epoch"], p["epochs"]) for p in meta["history_phases"]] == [
+        (None, 0, 2),
+        (None, 2, 1),
+    ]
+    assert meta["history_phases"][1]["history"]["loss"] == pytest.approx(second.history["loss"])
     loaded = load_model(tmp_path / "m.keras")
     save_model(loaded, tmp_path / "again.keras")  # attached history and names carry over
-    assert read_metadata(tmp_path / "again.keras")["history"] == history
+    again = read_metadata(tmp_path / "again.keras")
+    assert again["history"] == history and again["history_phases"] == meta["history_phases"]
+
+
+def test_history_of_phases_with_other_metrics_stays_aligned_by_epoch(tmp_path):
+    """A stage without validation: its epochs hold None, later epochs stay in place."""
+    head = {"loss": [0.9, 0.7]}
+    tuned = {"loss": [0.5, 0.4, 0.3], "val_loss": [0.6, 0.5, float("nan")]}
+    save_model(tiny(), tmp_path / "m.keras", history=[head, tuned])
+    meta = read_metadata(tmp_path / "m.keras")
+    assert meta["history"] == {
+        "loss": [0.9, 0.7, 0.5, 0.4, 0.3],
+        "val_loss": [None, None, 0.6, 0.5, None],  # NaN (a diverged epoch) is stored as null
+    }
+    assert [p["history"] for p in meta["history_phases"]] == [
+        head,
+        {"loss": [0.5, 0.4, 0.3], "val_loss": [0.6, 0.5, None]},
+    ]
+    # The merged history goes back in as it came out (a plot or a later save).
+    again = save_model(tiny(), tmp_path / "again.keras", history=meta["history"])
+    assert again["history"] == meta["history"]
+
+
+def test_history_of_fine_tune_keeps_its_named_phases(tmp_path):
+    """What `kerastl.fine_tune` returns (taken by its attributes), alone or with more stages."""
+    tuned = kerastl.FineTuneHistory(
+        history={"loss": [0.9, 0.6, 0.5, 0.4], "val_accuracy": [0.5, 0.6, 0.7, 0.8]},
+        epoch=[0, 1, 2, 3],
+        phases=["head", "fine-tune"],
+        phase_boundaries=[1],
+    )
+    more = {"loss": [0.35], "val_accuracy": [0.85]}
+    save_model(tiny(), tmp_path / "m.keras", history=[tuned, more])
+    meta = read_metadata(tmp_path / "m.keras")
+    assert meta["history"] == {
+        "loss": [0.9, 0.6, 0.5, 0.4, 0.35],
+        "val_accuracy": [0.5, 0.6, 0.7, 0.8, 0.85],
+    }
+    assert meta["history_phases"] == [
+        {
+            "name": "head",
+            "first_epoch": 0,
+            "epochs": 1,
+            "history": {"loss": [0.9], "val_accuracy": [0.5]},
+        },
+        {
+            "name": "fine-tune",
+            "first_epoch": 1,
+            "epochs": 3,
+            "history": {"loss": [0.6, 0.5, 0.4], "val_accuracy": [0.6, 0.7, 0.8]},
+        },
+        {"name": None, "first_epoch": 4, "epochs": 1, "history": more},
+    ]
+    alone = save_model(tiny(), tmp_path / "alone.keras", history=tuned)
+    assert [p["name"] for p in alone["history_phases"]] == ["head", "fine-tune"]
+    assert alone["history"] == tuned.history
+    tuned.phase_boundaries = [5]
+    with pytest.raises(ValueError, match=r"Received: history.phases=.*phase_boundaries=\[5\]"):
+        save_model(tiny(), tmp_path / "bad.keras", history=tuned)
+    assert not (tmp_path / "bad.keras").exists()
 
 
 @pytest.mark.parametrize(

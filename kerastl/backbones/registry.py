@@ -9,7 +9,7 @@ layers carry its multi-scale features.
 import dataclasses
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 
@@ -146,18 +146,18 @@ def split_blocks(model, block_pattern=None, block_end_pattern=None):
 
 
 def register_backbone(
-    name,
-    constructor,
+    name: str,
+    constructor: Callable[..., keras.Model],
     *,
-    default_size,
-    min_size,
-    preprocessing,
-    block_pattern=None,
-    block_end_pattern=None,
-    feature_layers=None,
-    backends=BACKENDS,
-    overwrite=False,
-):
+    default_size: int,
+    min_size: int,
+    preprocessing: str,
+    block_pattern: str | None = None,
+    block_end_pattern: str | None = None,
+    feature_layers: dict[str, str] | None = None,
+    backends: Sequence[str] = BACKENDS,
+    overwrite: bool = False,
+) -> BackboneSpec:
     """Adds a backbone to the registry and returns its `BackboneSpec`.
 
     Example:
@@ -207,7 +207,7 @@ def register_backbone(
     return spec
 
 
-def get_backbone(name):
+def get_backbone(name: str) -> BackboneSpec:
     """The `BackboneSpec` registered under `name`; unknown names list close matches."""
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a string. Received: name={name!r}")
@@ -225,7 +225,7 @@ def get_backbone(name):
     return spec
 
 
-def list_backbones(pattern=None):
+def list_backbones(pattern: str | None = None) -> list[str]:
     """Sorted registry names, optionally only those containing `pattern`."""
     if pattern is not None and not isinstance(pattern, str):
         raise TypeError(f"`pattern` must be a string or None. Received: pattern={pattern!r}")

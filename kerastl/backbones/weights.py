@@ -82,15 +82,14 @@ def build_with_weights(spec, input_shape, weights, safe_mode=True, **kwargs):
             message = str(e)
             if "URL fetch failure" not in message and not isinstance(e, OSError):
                 raise
-            url = re.search(r"https?://\S+?(?=[:\s]|$)", message)
-            url = url.group(0) if url else "the keras.applications weights URL"
+            url, cause = _download_failure(e)
             fname = url.rsplit("/", 1)[-1] if url.startswith("http") else "<file name>"
             raise WeightsDownloadError(
                 f"Could not download the ImageNet weights of backbone {spec.name!r} from "
-                f"{url} ({message.splitlines()[0][:200]}). Offline? Either copy the "
-                f"file to the Keras cache directory ({os.path.join(keras_cache_dir(), fname)};"
-                f" set KERAS_HOME to move it) or pass the path of a local weights file: "
-                f"weights='/path/to/{fname}'. Received: weights='imagenet'"
+                f"{url}: {cause}. Offline? Either copy the file to the Keras cache directory "
+                f"({os.path.join(keras_cache_dir(), fname)}; set KERAS_HOME to move it) or "
+                f"pass the path of a local weights file: weights='/path/to/{fname}'. "
+                "Received: weights='imagenet'"
             ) from None
     model = _build(spec, input_shape, None, kwargs)
     report = None
@@ -105,6 +104,27 @@ def build_with_weights(spec, input_shape, weights, safe_mode=True, **kwargs):
             # The `.weights.h5` of a whole classifier: match its entries by path.
             report = _load_by_name(model, weights, spec, safe_mode)
     return model, report
+
+
+def _download_failure(error):
+    """`(url, cause)` of a failed `keras.utils.get_file`, the cause whole, on one line.
+
+    Keras reports `URL fetch failure on <url>: <HTTP code or errno> -- <reason>`.
+    """
+    message = str(error)
+    match = re.match(r"URL fetch failure on (\S+): (.*)", message, re.S)
+    if match is None:
+        url = re.search(r"https?://\S+?(?=[:\s]|$)", message)
+        cause = message
+        url = url.group(0) if url else "the keras.applications weights URL"
+    else:
+        url, cause = match.groups()
+        code, separator, reason = cause.partition(" -- ")
+        if separator and code == "None":  # a URLError: no HTTP code, the reason says it
+            cause = reason
+        elif separator:
+            cause = f"HTTP error {code}: {reason}"
+    return url, " ".join(cause.split()).rstrip(".") or type(error).__name__
 
 
 def is_model_file(path):

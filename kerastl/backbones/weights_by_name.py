@@ -51,7 +51,12 @@ class WeightsReport:
         )
 
 
-def load_weights_by_name(target, source, skip_mismatch=True, safe_mode=True):
+def load_weights_by_name(
+    target: keras.layers.Layer,
+    source: keras.layers.Layer | str | os.PathLike[str],
+    skip_mismatch: bool = True,
+    safe_mode: bool = True,
+) -> WeightsReport:
     """Copies weights from `source` into the layers of `target` that have the same name.
 
     Like Keras 2's `load_weights(by_name=True)` and Hugging Face's

@@ -1,13 +1,20 @@
 """Single images for `predict`: one file, PIL image or array, read through `images`."""
 
 import os
+from typing import Any
+
+import numpy as np
 
 from kerastl.data.images import check_size, read_image
 
 COLOR_MODES = ("rgb", "grayscale")
 
 
-def load_image(path, image_size=None, color_mode="rgb"):
+def load_image(
+    path: str | os.PathLike[str],
+    image_size: int | tuple[int, int] | None = None,
+    color_mode: str = "rgb",
+) -> np.ndarray:
     """One image file as an array `(h, w, 3)` (or `(h, w, 1)` for grayscale), raw 0..255.
 
     uint8 for 8-bit files; float32 for 16-bit ones, scaled to 0..255
@@ -30,7 +37,7 @@ def load_image(path, image_size=None, color_mode="rgb"):
     return read_image(path, size, channels=3 if color_mode == "rgb" else 1, arg="path")
 
 
-def prepare_image(image, target_size=None):
+def prepare_image(image: Any, target_size: int | tuple[int, int] | None = None) -> np.ndarray:
     """One image (file path, PIL image or array) as a batch `(1, h, w, 3)` for `predict`.
 
     The values stay raw, 0..255 as float32: kerastl models normalise inside.

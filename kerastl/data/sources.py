@@ -1,8 +1,11 @@
 """Data in: arrays, class folders, tf.data and torch, ready for `fit` on every backend."""
 
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from kerastl.data.checks import check_batch_size, check_images, check_split, warn_if_rescaled
 from kerastl.data.image_batches import MIX_MODES, ImageBatches
@@ -13,16 +16,65 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".
 LABEL_MODES = ("int", "categorical", "binary")
 
 
-def _split(n, validation_split, seed):
-    """Row indices of the training and validation parts, shuffled once with `seed`."""
-    order = np.random.default_rng(seed).permutation(n)
+def _split(labels, n, validation_split, seed):
+    """Row indices of the training and validation parts, drawn once with `seed`.
+
+    Stratified by class where the labels name classes (`_strata`): each class
+    gives its share of validation images (largest remainders), every class of
+    2 or more images gives at least one while the split has room for that, and
+    keeps at least one for training. Other labels (none, or continuous
+    targets) split at random.
+    """
     n_val = int(round(n * validation_split))
     if n_val < 1 or n_val >= n:
         raise ValueError(
             f"`validation_split` leaves an empty part of {n} images. "
             f"Received: validation_split={validation_split!r}"
         )
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    strata = _strata(labels)
+    if strata is None:
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+    # Each row, in the random order, is a slot of its class: the j-th slot of class c
+    # (j = 0, 1, ...) deserves `n_val * count_c / n - j` validation images (times n,
+    # in integers). The first slot of a class of 2 or more comes first, its last
+    # slot (and the one image of a class of 1) last; the best n_val slots validate.
+    classes = strata[order]
+    counts = np.bincount(classes)
+    first_of_class = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    by_class = np.argsort(classes, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_class] = np.arange(n) - first_of_class[classes[by_class]]
+    count = counts[classes]
+    tier = np.where(rank == count - 1, 0, np.where(rank == 0, 2, 1))
+    deserved = n_val * count - rank * n
+    chosen = np.lexsort((rng.random(n), -deserved, -tier))[:n_val]
+    is_val = np.zeros(n, dtype=bool)
+    is_val[order[chosen]] = True
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def _strata(labels):
+    """The class of each row, or None where labels do not name one class per row.
+
+    Integer, boolean and string labels, floats with whole values (binary 0/1)
+    and one-hot rows name classes. Other floats are continuous targets, and
+    multi-hot rows name several classes each: those split at random.
+    """
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.dtype.kind in "biuf":
+        one_hot = ((labels == 0) | (labels == 1)).all() and (labels.sum(axis=1) == 1).all()
+        return np.argmax(labels, axis=1) if one_hot else None
+    if labels.ndim != 1 or labels.dtype.kind not in "biufUS":
+        return None
+    if labels.dtype.kind == "f" and not (
+        np.isfinite(labels).all() and (labels == np.round(labels)).all()
+    ):
+        return None
+    return np.unique(labels, return_inverse=True)[1].reshape(-1)
 
 
 def _check_mix(mix, labels):
@@ -38,16 +90,16 @@ def _check_mix(mix, labels):
 
 
 def from_arrays(
-    x,
-    y=None,
-    batch_size=32,
-    shuffle=True,
-    validation_split=None,
-    seed=None,
-    mix=None,
-    class_names=None,
-    workers=1,
-):
+    x: ArrayLike,
+    y: ArrayLike | None = None,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    validation_split: float | None = None,
+    seed: int | None = None,
+    mix: str | None = None,
+    class_names: Sequence[str] | None = None,
+    workers: int = 1,
+) -> ImageBatches | tuple[ImageBatches, ImageBatches]:
     """Image and label arrays as `ImageBatches`, shuffled every epoch.
 
     Args:
@@ -56,7 +108,11 @@ def from_arrays(
         batch_size: images per batch.
         shuffle: reshuffle the training part every epoch.
         validation_split: a float in (0, 1): return `(train, validation)`, the
-            validation part fixed by `seed` and never shuffled nor mixed.
+            validation part fixed by `seed` and never shuffled nor mixed. Class
+            labels (integers, one-hot rows, 0/1) split stratified: each class
+            gives its share, and every class of 2 or more images at least one
+            (while the split has room) and never its last. Other labels (none,
+            continuous targets, multi-hot rows) split at random.
         seed: seed of the split, the shuffling and `mix`.
         mix: `None`, `"mixup"` or `"cutmix"` on training batches (one-hot labels).
         class_names: kept as `.class_names`.
@@ -100,17 +156,17 @@ def from_arrays(
 
 
 def from_directory(
-    directory,
-    image_size,
-    batch_size=32,
-    label_mode="int",
-    color_mode="rgb",
-    shuffle=True,
-    validation_split=None,
-    seed=None,
-    mix=None,
-    workers=2,
-):
+    directory: str | os.PathLike[str],
+    image_size: int | tuple[int, int],
+    batch_size: int = 32,
+    label_mode: str = "int",
+    color_mode: str = "rgb",
+    shuffle: bool = True,
+    validation_split: float | None = None,
+    seed: int | None = None,
+    mix: str | None = None,
+    workers: int = 2,
+) -> ImageBatches | tuple[ImageBatches, ImageBatches]:
     """A folder with one sub-folder of images per class, read batch by batch.
 
     Like `keras.utils.image_dataset_from_directory`, without needing
@@ -125,7 +181,8 @@ def from_directory(
             `"binary"` (float32 0/1; two classes).
         color_mode: `"rgb"` or `"grayscale"` (1 channel).
         shuffle: reshuffle the training files every epoch.
-        validation_split: a float in (0, 1): return `(train, validation)`.
+        validation_split: a float in (0, 1): return `(train, validation)`,
+            stratified by class as in `from_arrays`.
         seed: seed of the split, the shuffling and `mix`.
         mix: `None`, `"mixup"` or `"cutmix"` (needs `label_mode="categorical"`).
         workers: threads that read and prefetch batches.
@@ -167,7 +224,8 @@ def from_directory(
         for entry in os.scandir(directory)
         if entry.is_dir() and not entry.name.startswith(".")
     )
-    paths, labels = [], []
+    paths: list[str] = []
+    ids: list[int] = []
     for label, name in enumerate(class_names):
         folder = os.path.join(directory, name)
         files = sorted(
@@ -182,7 +240,7 @@ def from_directory(
                 f"Received: directory={directory!r}"
             )
         paths += files
-        labels += [label] * len(files)
+        ids += [label] * len(files)
     if not paths:
         raise ValueError(
             "`directory` holds no class folders with images (expected "
@@ -198,7 +256,7 @@ def from_directory(
             f"label_mode='binary' needs exactly 2 classes; found {len(class_names)}. "
             f"Received: label_mode={label_mode!r}"
         )
-    labels = np.asarray(labels)
+    labels = np.asarray(ids)
     if label_mode == "categorical":
         labels = np.eye(len(class_names), dtype="float32")[labels]
     elif label_mode == "binary":
@@ -240,11 +298,13 @@ def _split_batches(images, labels, validation_split, *, shuffle, seed, mix, **kw
 
     if validation_split is None:
         return batches(np.arange(len(images)), train=True)
-    train_rows, val_rows = _split(len(images), validation_split, seed)
+    train_rows, val_rows = _split(labels, len(images), validation_split, seed)
     return batches(train_rows, train=True), batches(val_rows, train=False)
 
 
-def from_tf_dataset(dataset, batch_size=32, shuffle=1024, seed=None):
+def from_tf_dataset(
+    dataset: Any, batch_size: int = 32, shuffle: int | None = 1024, seed: int | None = None
+) -> Any:
     """A `tf.data.Dataset` of `(image, label)` made ready for `fit`: shuffle, batch, prefetch.
 
     Seed 003's steps (`shuffle(1024).batch(32).prefetch(AUTOTUNE)`), after
@@ -280,7 +340,13 @@ def from_tf_dataset(dataset, batch_size=32, shuffle=1024, seed=None):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def from_torch_dataset(dataset, batch_size=32, shuffle=True, num_workers=0, seed=None):
+def from_torch_dataset(
+    dataset: Any,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    num_workers: int = 0,
+    seed: int | None = None,
+) -> Any:
     """A torch `Dataset` of `(image, label)` as a `DataLoader` that Keras fits.
 
     Images may be channels-last `(h, w, c)` or channels-first `(c, h, w)`, as

@@ -10,6 +10,7 @@ import difflib
 import math
 import numbers
 import re
+from collections.abc import Sequence
 
 import keras
 
@@ -48,10 +49,10 @@ class FreezePolicy:
     def from_config(cls, config):
         return cls(**config)
 
-    def __or__(self, other):
+    def __or__(self, other: "FreezePolicy | str") -> "AnyOf":
         return AnyOf([self, get_policy(other)])
 
-    def __and__(self, other):
+    def __and__(self, other: "FreezePolicy | str") -> "AllOf":
         return AllOf([self, get_policy(other)])
 
     def __repr__(self):
@@ -99,7 +100,7 @@ class FreezeUpTo(FreezePolicy):
     ```
     """
 
-    def __init__(self, layer_name):
+    def __init__(self, layer_name: str) -> None:
         if not isinstance(layer_name, str) or not layer_name:
             raise ValueError(
                 f"`layer_name` must be a layer or block name. Received: layer_name={layer_name!r}"
@@ -135,7 +136,7 @@ class TrainTopBlocks(FreezePolicy):
         n: number of blocks to train, counted from the output.
     """
 
-    def __init__(self, n):
+    def __init__(self, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"`n` must be an int >= 0. Received: n={n!r}")
         self.n = int(n)
@@ -169,7 +170,7 @@ class TrainFraction(FreezePolicy):
         f: float in [0, 1]; 0 freezes everything, 1 trains everything.
     """
 
-    def __init__(self, f):
+    def __init__(self, f: float) -> None:
         if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 <= f <= 1:
             raise ValueError(f"`f` must be a number in [0, 1]. Received: f={f!r}")
         self.f = float(f)
@@ -191,7 +192,7 @@ class TrainFraction(FreezePolicy):
 
 
 class _PatternPolicy(FreezePolicy):
-    def __init__(self, pattern):
+    def __init__(self, pattern: str) -> None:
         if not isinstance(pattern, str):
             raise ValueError(f"`pattern` must be a regex string. Received: pattern={pattern!r}")
         try:
@@ -236,7 +237,7 @@ class TrainPattern(_PatternPolicy):
 
 
 class _Composite(FreezePolicy):
-    def __init__(self, policies):
+    def __init__(self, policies: Sequence[FreezePolicy | str]) -> None:
         if not isinstance(policies, (list, tuple)) or not policies:
             raise ValueError(
                 f"`policies` must be a non-empty list of policies. Received: policies={policies!r}"

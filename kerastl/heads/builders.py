@@ -1,10 +1,12 @@
 """One builder per task: the usual way to make a `TaskHead`."""
 
+from typing import Any
+
 from kerastl._checks import check_positive_int
 from kerastl.heads.task_head import TaskHead
 
 
-def binary(**options):
+def binary(**options: Any) -> TaskHead:
     """Two classes, one sigmoid output (the probability of class 1).
 
     Loss: binary cross-entropy; metric: binary accuracy. `options` are those of
@@ -21,7 +23,7 @@ def binary(**options):
     return TaskHead("binary", 1, **options)
 
 
-def multiclass(num_classes, sparse_labels=True, **options):
+def multiclass(num_classes: int, sparse_labels: bool = True, **options: Any) -> TaskHead:
     """One class per image out of `num_classes` (>= 2), softmax output.
 
     Loss: (sparse) categorical cross-entropy, matching `sparse_labels` (integer
@@ -36,7 +38,7 @@ def multiclass(num_classes, sparse_labels=True, **options):
     return TaskHead("multiclass", num_classes, sparse_labels=sparse_labels, **options)
 
 
-def multilabel(num_labels, **options):
+def multilabel(num_labels: int, **options: Any) -> TaskHead:
     """Any number of `num_labels` labels per image: one sigmoid per label.
 
     Loss: binary cross-entropy over the labels (multi-hot targets); metric:
@@ -46,7 +48,7 @@ def multilabel(num_labels, **options):
     return TaskHead("multilabel", num_labels, **options)
 
 
-def regression(units=1, **options):
+def regression(units: int = 1, **options: Any) -> TaskHead:
     """`units` real-valued outputs, linear. Loss: mean squared error; metric: MAE."""
     check_positive_int(units, "units")
     return TaskHead("regression", units, **options)

@@ -1,5 +1,7 @@
 import math
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import ops
@@ -69,19 +71,19 @@ class TaskHead(keras.layers.Layer):
 
     def __init__(
         self,
-        task,
-        num_outputs,
-        hidden=(),
-        dropout=0.0,
-        batchnorm=False,
-        activation="relu",
-        pooling="avg",
-        logits=False,
-        priors=None,
-        sparse_labels=True,
-        class_names=None,
-        **kwargs,
-    ):
+        task: str,
+        num_outputs: int,
+        hidden: int | Sequence[int] | None = (),
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+        activation: Any = "relu",
+        pooling: str = "avg",
+        logits: bool = False,
+        priors: float | Sequence[float] | None = None,
+        sparse_labels: bool = True,
+        class_names: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("name", "head")
         super().__init__(**kwargs)
         if task not in TASKS:
@@ -115,7 +117,7 @@ class TaskHead(keras.layers.Layer):
             )
         if class_names is not None:
             class_names = _check_class_names(class_names, 2 if task == "binary" else num_outputs)
-        self.task = task
+        self.task: str = task
         self.num_outputs = int(num_outputs)
         self.hidden = hidden
         self.dropout = float(dropout)

@@ -1,3 +1,7 @@
+import os
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -9,7 +13,7 @@ from kerastl.backbones.sources import (
     nested_models,
     resolve_backbone,
 )
-from kerastl.freeze.policies import get_policy, set_trainable, validate_bn
+from kerastl.freeze.policies import FreezePolicy, get_policy, set_trainable, validate_bn
 from kerastl.layers.global_pooling_2d import GlobalPooling2D
 
 POOLING_MODES = (None, "avg", "max", "gem", "avgmax")
@@ -102,20 +106,20 @@ class FeatureExtractor(keras.layers.Layer):
 
     def __init__(
         self,
-        backbone,
-        weights="imagenet",
-        input_shape=None,
-        pooling=None,
-        cut=None,
-        outputs=None,
-        freeze="all",
-        bn="frozen",
-        submodel=None,
-        backbone_kwargs=None,
-        arch="auto",
-        safe_mode=True,
-        **kwargs,
-    ):
+        backbone: str | os.PathLike[str] | keras.Model,
+        weights: str | os.PathLike[str] | None = "imagenet",
+        input_shape: Sequence[int | None] | None = None,
+        pooling: str | None = None,
+        cut: str | None = None,
+        outputs: Sequence[str] | None = None,
+        freeze: FreezePolicy | str | dict[str, Any] = "all",
+        bn: str = "frozen",
+        submodel: str | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        arch: str = "auto",
+        safe_mode: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if pooling not in POOLING_MODES:
             raise ValueError(

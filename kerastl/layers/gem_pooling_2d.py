@@ -1,3 +1,5 @@
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -27,7 +29,9 @@ class GeMPooling2D(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, p=3.0, eps=1e-6, trainable_p=True, **kwargs):
+    def __init__(
+        self, p: float = 3.0, eps: float = 1e-6, trainable_p: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         for arg, value in (("p", p), ("eps", eps)):
             if not is_finite_number(value) or value <= 0:

@@ -1,3 +1,5 @@
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -29,7 +31,7 @@ class GlobalPooling2D(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, mode="avg", **kwargs):
+    def __init__(self, mode: str = "avg", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if mode not in GLOBAL_POOLING_MODES:
             raise ValueError(

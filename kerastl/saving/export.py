@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+from typing import Any
 
 import keras
 
@@ -31,7 +32,9 @@ class ExportDependencyError(ImportError):
     """An export format needs a package that is not installed."""
 
 
-def export(model, path, format="tf_saved_model", **kwargs):
+def export(
+    model: keras.Model, path: str | os.PathLike[str], format: str = "tf_saved_model", **kwargs: Any
+) -> str:
     """Exports `model` for inference outside Keras: `model.export` with clear errors.
 
     What each backend supports (Keras 3) and needs installed:
@@ -81,7 +84,7 @@ def export(model, path, format="tf_saved_model", **kwargs):
     return path
 
 
-def _check_path(path, format):
+def _check_path(path: str | os.PathLike[str], format: str) -> str:
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
     if not isinstance(path, str):

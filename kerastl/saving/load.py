@@ -3,6 +3,7 @@
 import os
 import shutil
 import tempfile
+from typing import Any
 
 import keras
 
@@ -11,7 +12,12 @@ from kerastl.files import archive, model_files
 from kerastl.saving.metadata import describe_model, empty_metadata
 
 
-def load_model(path, compile=True, safe_mode=True, custom_objects=None):
+def load_model(
+    path: str | os.PathLike[str],
+    compile: bool = True,
+    safe_mode: bool = True,
+    custom_objects: dict[str, Any] | None = None,
+) -> keras.Model:
     """Loads a model saved by `save_model`, `model.save` or tf.keras, on any backend.
 
     A `.keras` file loads with its compile state made backend-neutral, whatever
@@ -85,13 +91,15 @@ def _load_model(path, compile, safe_mode, custom_objects, arg="path"):
     return model
 
 
-def read_metadata(path):
+def read_metadata(path: str | os.PathLike[str] | keras.Model) -> dict[str, Any]:
     """The kerastl metadata of a model file (or of a loaded model), without building it.
 
     Returns a dict with the keys of `kerastl.saving.metadata.empty_metadata()`:
     `class_names`, `task`, `num_outputs`, `outputs`, `backbone`,
-    `input_preprocessing`, `input_shape`, `history`, `backend`, `keras_version`,
-    `kerastl_version`, ... `None` where the file does not say.
+    `input_preprocessing`, `input_shape`, `history` (every epoch, phases end to
+    end), `history_phases` (each phase of training on its own: name, first
+    epoch, epochs, history), `backend`, `keras_version`, `kerastl_version`, ...
+    `None` where the file does not say.
     """
     if isinstance(path, keras.Model):
         meta = getattr(path, "kerastl_metadata", None)

@@ -8,6 +8,7 @@ need `.get` chains.
 import datetime
 import json
 import math
+import numbers
 
 import keras
 
@@ -44,7 +45,8 @@ def empty_metadata():
         "input_preprocessing": None,  # recipe the caller applies; None: raw 0..255
         "input_shape": None,
         "input_dtype": None,
-        "history": None,
+        "history": None,  # {metric: [value per epoch]}, every phase end to end
+        "history_phases": None,  # [{"name", "first_epoch", "epochs", "history"}] per phase
     }
 
 
@@ -76,8 +78,9 @@ def describe_model(model, class_names=None, history=None, metadata=None):
     meta.update(_describe_head(model, class_names, overrides=metadata or {}))
     if history is None:
         meta["history"] = attached.get("history")
+        meta["history_phases"] = attached.get("history_phases")
     else:
-        meta["history"] = history_dict(history)
+        meta["history"], meta["history_phases"] = history_record(history)
     if metadata:
         meta.update(metadata)
     if meta["task"] is not None and meta["task"] not in TASKS:
@@ -89,29 +92,83 @@ def describe_model(model, class_names=None, history=None, metadata=None):
     return meta
 
 
-def history_dict(history):
-    """`{metric: [float per epoch]}` from a `History`, a dict, or a list of those (stages)."""
+def history_record(history):
+    """`(history, history_phases)`: the training history as the metadata keeps it.
+
+    `history` is what `model.fit` returns (a `History` or its `.history` dict),
+    a record of named phases (`kerastl.fine_tune`'s `FineTuneHistory`: a
+    `.history` dict with `.phases` and `.phase_boundaries`), or a list of those
+    for training in stages. `history_phases` holds one
+    `{"name", "first_epoch", "epochs", "history"}` per phase (the name `None`
+    for a `History` or dict), its metrics as recorded; `history` is every phase
+    end to end, one value per epoch, `None` in the epochs of a phase that did
+    not record the metric.
+    """
+    merged, phases, first = {}, [], 0
+    for name, values in _phases(history):
+        epochs = max((len(series) for series in values.values()), default=0)
+        for key, series in values.items():
+            merged.setdefault(key, [None] * first).extend(series)
+        first += epochs
+        for series in merged.values():
+            series.extend([None] * (first - len(series)))
+        phases.append(
+            {"name": name, "first_epoch": first - epochs, "epochs": epochs, "history": values}
+        )
+    return merged, phases
+
+
+def _phases(history):
+    """`[(name or None, {metric: [float per epoch]})]`, one per phase of `history`."""
     if isinstance(history, (list, tuple)):
-        merged = {}
-        for stage in history:
-            for key, values in history_dict(stage).items():
-                merged.setdefault(key, []).extend(values)
-        return merged
+        return [phase for stage in history for phase in _phases_of(stage, history)]
+    return _phases_of(history, history)
+
+
+def _phases_of(history, received):
     values = getattr(history, "history", history)
     if not isinstance(values, dict):
         raise TypeError(
             "`history` must be what `model.fit` returns (a `keras.callbacks.History`), its "
-            f"`.history` dict, or a list of those. Received: history={history!r}"
+            "`.history` dict, what `kerastl.fine_tune` returns, or a list of those. "
+            f"Received: history={received!r}"
         )
     try:
-        return {str(k): [_number(v) for v in vs] for k, vs in values.items()}
+        values = {str(k): [_number(v) for v in vs] for k, vs in values.items()}
     except (TypeError, ValueError):
         raise TypeError(
             f"`history` must map metric names to lists of numbers. Received: history={values!r}"
         ) from None
+    names = getattr(history, "phases", None)
+    if names is None:
+        return [(None, values)]
+    boundaries = getattr(history, "phase_boundaries", None)
+    epochs = max((len(series) for series in values.values()), default=0)
+    if (
+        not isinstance(names, (list, tuple))
+        or not all(isinstance(name, str) for name in names)
+        or not isinstance(boundaries, (list, tuple))
+        or len(boundaries) != len(names) - 1
+        or not all(isinstance(b, numbers.Integral) and not isinstance(b, bool) for b in boundaries)
+        or list(boundaries) != sorted(boundaries)
+        or not all(0 <= b <= epochs for b in boundaries)
+    ):
+        raise ValueError(
+            "`history.phases` must name each phase and `history.phase_boundaries` give the "
+            f"epochs (in 0..{epochs}, in order) where the phases after the first begin, as "
+            "`kerastl.fine_tune` returns them. Received: "
+            f"history.phases={names!r}, history.phase_boundaries={boundaries!r}"
+        )
+    edges = [0, *map(int, boundaries), epochs]
+    return [
+        (name, {key: series[start:stop] for key, series in values.items() if series[start:stop]})
+        for name, start, stop in zip(names, edges[:-1], edges[1:], strict=True)
+    ]
 
 
 def _number(value):
+    if value is None:  # an epoch without the metric, as the merged `history` records it
+        return None
     if isinstance(value, (str, bytes)):  # float("0.5") would take it
         raise TypeError(value)
     return float(value)

@@ -2,6 +2,8 @@
 
 import json
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 
@@ -9,7 +11,13 @@ from kerastl.files import archive
 from kerastl.saving.metadata import describe_model, finite_json
 
 
-def save_model(model, path, class_names=None, history=None, metadata=None):
+def save_model(
+    model: keras.Model,
+    path: str | os.PathLike[str],
+    class_names: Sequence[str] | None = None,
+    history: Any = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Saves `model` as one `.keras` file that loads on every backend.
 
     The file is a standard `.keras` archive (`keras.saving.load_model` reads it)
@@ -29,7 +37,10 @@ def save_model(model, path, class_names=None, history=None, metadata=None):
             unit) takes two names, negative class first. Defaults to the names
             already attached to the model (by `load_model`).
         history: what `model.fit` returned (a `History` or its `.history`
-            dict), or a list of them for training in stages.
+            dict), what `kerastl.fine_tune` returned (its phases kept by
+            name), or a list of those for training in stages. The metadata
+            keeps every phase (`history_phases`) and them end to end
+            (`history`).
         metadata: dict of extra JSON-serialisable entries; its keys override
             the inferred ones (e.g. `{"task": "multilabel"}`).
 
@@ -83,7 +94,7 @@ def _check_metadata_size(text, meta, metadata):
         return
     parts = {
         "class_names": meta["class_names"],
-        "history": meta["history"],
+        "history": [meta["history"], meta["history_phases"]],
         "metadata": metadata,
     }
     sizes = {name: len(finite_json(value)) for name, value in parts.items()}
