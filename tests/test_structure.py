@@ -23,6 +23,7 @@ LEVELS = [
     {"optimizers", "callbacks"},
     {"predictor"},
     {"__init__"},
+    {"cli"},  # the command line: above everything, it imports the package itself
 ]
 # Third-party packages a function may import lazily: optional dependencies.
 OPTIONAL = {
@@ -35,6 +36,7 @@ OPTIONAL = {
     "tf2onnx",
     "onnx",
     "matplotlib",
+    "sklearn",  # the demo's images
 }
 
 

@@ -1,0 +1,277 @@
+"""The subcommands: each takes the parsed arguments and an `Output`, returns a JSON-able dict."""
+
+import fnmatch
+import os
+
+import keras
+
+import kerastl
+from kerastl.backbones.registry import get_backbone, list_backbones
+from kerastl.cli.output import UsageError
+from kerastl.data import IMAGE_EXTENSIONS
+from kerastl.training.plots import PlotDependencyError
+
+# --- arguments checked against the file system and the registry -------------------------
+
+
+def existing_directory(path, what):
+    if not os.path.exists(path):
+        raise UsageError(f"{what} {path!r} does not exist")
+    if not os.path.isdir(path):
+        raise UsageError(f"{what} {path!r} is not a directory")
+    return path
+
+
+def existing_file(path, what):
+    if not os.path.exists(path):
+        raise UsageError(f"{what} {path!r} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"{what} {path!r} is a directory, not a file")
+    return path
+
+
+def class_folders(directory):
+    """The class names of a `DATA_DIR/<class>/<image>` tree; at least two."""
+    names = sorted(
+        entry.name
+        for entry in os.scandir(directory)
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if len(names) < 2:
+        found = f" ({names[0]!r})" if names else ""
+        raise ValueError(
+            f"{directory!r} holds {len(names)} class folder{'s' if len(names) != 1 else ''}"
+            f"{found}; a classifier needs at least 2 (DATA_DIR/<class>/<image>)"
+        )
+    return names
+
+
+def backbone_argument(name):
+    if name in list_backbones() or os.path.isfile(name):
+        return name
+    if os.path.sep in name or name.endswith((".keras", ".h5")):
+        raise UsageError(f"backbone file {name!r} does not exist")
+    close = [n for n in list_backbones() if name.replace("-", "_").lower() in n]
+    hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
+    raise UsageError(f"unknown backbone {name!r}{hint}; `kerastl backbones` lists them")
+
+
+def weights_argument(weights, backbone):
+    if weights is None:
+        return "imagenet" if backbone in list_backbones() else None
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    return existing_file(weights, "weights file")
+
+
+# --- the model of train and lr-find ---------------------------------------------------
+
+
+def _data_and_model(args, out, augment="none"):
+    directory = existing_directory(args.data_dir, "DATA_DIR")
+    classes = class_folders(directory)
+    backbone = backbone_argument(args.backbone)
+    weights = weights_argument(args.weights, backbone)
+    shape = None
+    if args.image_size is not None:
+        shape = (args.image_size, args.image_size, 3)
+    elif backbone in list_backbones():
+        size = get_backbone(backbone).default_size
+        shape = (size, size, 3)
+    extractor = kerastl.FeatureExtractor(
+        backbone, weights=weights, input_shape=shape, pooling="avg", freeze="all"
+    )
+    size = tuple(extractor.image_shape[:2])
+    train, validation = kerastl.data.from_directory(
+        directory,
+        image_size=size,
+        batch_size=args.batch_size,
+        validation_split=args.validation_split,
+        seed=args.seed,
+    )
+    out.say(
+        f"{len(train.images)} training and {len(validation.images)} validation images, "
+        f"{len(classes)} classes: {', '.join(classes)}"
+    )
+    keras.utils.set_random_seed(args.seed)
+    head = kerastl.heads.multiclass(len(classes), class_names=classes)
+    mode = None if args.input_recipe == "auto" else args.input_recipe
+    try:
+        preprocessing = kerastl.preprocessing.pipeline(
+            extractor, augment=augment, mode=mode, seed=args.seed
+        )
+    except ValueError as e:
+        if mode is None and "input recipe is unknown" in str(e):
+            raise UsageError(
+                f"the input recipe of {args.backbone!r} is unknown (not a registry "
+                "architecture): pass --input-recipe caffe, tf, torch or none"
+            ) from None
+        raise
+    model = kerastl.build_model(extractor, head, preprocessing)
+    return model, train, validation, classes
+
+
+def train(args, out):
+    out_path = args.out
+    if not out_path.endswith(".keras"):
+        raise UsageError(f"--out must name a .keras file, got {out_path!r}")
+    if args.epochs + args.head_epochs == 0:
+        raise UsageError("--epochs and --head-epochs are both 0: nothing to train")
+    model, train_data, validation, classes = _data_and_model(args, out, args.augment)
+    out.say(f"backbone {args.backbone}, backend {keras.config.backend()}")
+    history = kerastl.fine_tune(
+        model,
+        train_data,
+        validation,
+        epochs=args.epochs,
+        head_epochs=args.head_epochs,
+        lr=args.lr,
+        verbose=1 if out.verbose else 0,
+    )
+    directory = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(directory, exist_ok=True)
+    kerastl.save_model(model, out_path, class_names=classes, history=history)
+    curves = _plot(history, os.path.splitext(out_path)[0] + ".png", out)
+    out.say(f"saved {out_path}" + (f" and its curves {curves}" if curves else ""))
+    return {
+        "model": os.path.abspath(out_path),
+        "curves": curves,
+        "classes": classes,
+        "backend": keras.config.backend(),
+        "before": history.initial,
+        "after": history.final,
+        "epochs": len(history.epoch),
+        "phases": history.phases,
+    }
+
+
+def _plot(history, path, out):
+    try:
+        kerastl.plot_history(history, path)
+    except PlotDependencyError:
+        out.say("curves not drawn: matplotlib is not installed (pip install 'kerastl[plot]')")
+        return None
+    return os.path.abspath(path)
+
+
+# --- predict, info --------------------------------------------------------------------
+
+
+def image_files(paths):
+    """Image files of `paths`: files as given, folders walked (sorted)."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(
+                os.path.join(root, name)
+                for root, _, names in os.walk(path)
+                for name in names
+                if name.lower().endswith(IMAGE_EXTENSIONS)
+            )
+            if not found:
+                raise ValueError(f"folder {path!r} holds no image files")
+            files.extend(found)
+        else:
+            files.append(existing_file(path, "image"))
+    return files
+
+
+def predict(args, out):
+    existing_file(args.model, "model file")
+    files = image_files(args.images)
+    predictor = kerastl.Predictor(args.model)
+    top_k = min(args.top_k, len(predictor.class_names))
+    predictions = predictor.predict(files, top_k=top_k)
+    results = []
+    for path, prediction in zip(files, predictions, strict=True):
+        shown = ", ".join(f"{name} {p:.3f}" for name, p in prediction.top)
+        out.say(f"{path}: {shown}")
+        results.append({"image": path, "label": prediction.label, "top": prediction.top})
+    return {"model": args.model, "predictions": results}
+
+
+def info(args, out):
+    existing_file(args.model, "model file")
+    meta = kerastl.read_metadata(args.model)
+    model = kerastl.load_model(args.model, compile=False)
+    backbone = meta.get("backbone") or {}
+    out.say(f"model         {args.model}")
+    out.say(f"task          {meta.get('task')} ({meta.get('num_outputs')} outputs)")
+    names = meta.get("class_names")
+    out.say(f"classes       {', '.join(map(str, names)) if names else '-'}")
+    out.say(f"backbone      {backbone.get('name') or backbone.get('arch') or '-'}")
+    out.say(f"input         {meta.get('input_shape')}, recipe {meta.get('input_preprocessing')}")
+    out.say(
+        f"saved on      {meta.get('backend')} (Keras {meta.get('keras_version')}, "
+        f"kerastl {meta.get('kerastl_version')})"
+    )
+    history = meta.get("history") or {}
+    epochs = len(next(iter(history.values()), []))
+    out.say(f"history       {epochs} epochs")
+    out.say()
+    rows = kerastl.explain(model, print_fn=out.say)
+    return {"model": args.model, "metadata": meta, "layers": rows}
+
+
+# --- backbones, lr-find, export -----------------------------------------------------
+
+
+def backbones(args, out):
+    names = list_backbones()
+    if args.pattern:
+        pattern = args.pattern if any(c in args.pattern for c in "*?[") else f"*{args.pattern}*"
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        if not names:
+            raise ValueError(f"no backbone matches {args.pattern!r}")
+    rows, results = [], []
+    for name in names:
+        spec = get_backbone(name)
+        entry = {
+            "name": name,
+            "default_size": spec.default_size,
+            "min_size": spec.min_size,
+            "preprocessing": spec.preprocessing,
+            "backends": list(spec.backends),
+            "runs_here": spec.supports(),
+        }
+        if args.params:
+            entry["params"] = None
+            if spec.supports():
+                with keras.StatelessScope():  # shapes only: no initialisers run
+                    entry["params"] = spec.build().count_params()
+        results.append(entry)
+        row = [name, spec.default_size, spec.min_size, spec.preprocessing, ",".join(spec.backends)]
+        if args.params:
+            row.append(f"{entry['params'] / 1e6:.1f}M" if entry["params"] else "-")
+        rows.append(row)
+    header = ["name", "size", "min", "input recipe", "backends"]
+    out.table(rows, header + (["params"] if args.params else []))
+    return {"backbones": results}
+
+
+def lr_find(args, out):
+    model, train_data, _, _ = _data_and_model(args, out)
+    model.compile(
+        optimizer=keras.optimizers.Adam(),
+        loss=model.get_layer("head").default_loss(),
+    )
+    found = kerastl.lr_find(model, train_data, num_steps=args.steps, verbose=out.verbose)
+    plot = None
+    if args.plot:
+        try:
+            found.plot(args.plot)
+            plot = os.path.abspath(args.plot)
+        except PlotDependencyError:
+            out.say("plot not drawn: matplotlib is not installed (pip install 'kerastl[plot]')")
+    out.say(f"suggested learning rate: {found.suggestion:.3g} ({found.method})")
+    return {"suggestion": found.suggestion, "method": found.method, "plot": plot}
+
+
+def export(args, out):
+    existing_file(args.model, "model file")
+    model = kerastl.load_model(args.model, compile=False)
+    path = kerastl.export(model, args.out, format=args.format)
+    out.say(f"exported {args.model} as {args.format}: {path or args.out}")
+    return {"model": args.model, "format": args.format, "path": str(path or args.out)}

@@ -1,0 +1,309 @@
+"""The `kerastl` command's launcher: picks the Keras backend before Keras is imported.
+
+Keras reads `KERAS_BACKEND` once, when it is first imported, and importing
+anything from the `kerastl` package imports Keras. So the console script
+starts here, outside the package: it reads `--backend`, sets the variable, and
+only then imports `kerastl.cli` and runs the command.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value}")
+    return value
+
+
+def _positive_int(text):
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected an int >= 1, got 0")
+    return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _common(parser):
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="the Keras backend (set before Keras is imported); default: KERAS_BACKEND",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+
+def _subparser(subparsers, name, summary, example):
+    parser = subparsers.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser)
+    return parser
+
+
+def _training_arguments(parser):
+    parser.add_argument("data_dir", help="a folder of class folders: DATA_DIR/<class>/<image>")
+    parser.add_argument(
+        "--backbone",
+        default="mobilenet_v2",
+        help="a registry name (`kerastl backbones`) or a .keras / .h5 model file",
+    )
+    parser.add_argument(
+        "--weights",
+        help="imagenet (downloaded or from the Keras cache), none, or a weights file; "
+        "default: imagenet for a registry name, the file's own for a model file",
+    )
+    parser.add_argument(
+        "--input-recipe",
+        choices=("auto", "caffe", "tf", "torch", "none"),
+        default="auto",
+        help="how the backbone wants its pixels: auto (a registry or recognised "
+        "architecture's own) or given, for a model file (none: raw 0..255)",
+    )
+    parser.add_argument("--image-size", type=_positive_int, help="default: the backbone's")
+    parser.add_argument("--batch-size", type=_positive_int, default=32)
+    parser.add_argument("--validation-split", type=_fraction, default=0.2)
+    parser.add_argument("--seed", type=_non_negative_int, default=0)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="kerastl",
+        description="Transfer learning on images with Keras 3 (TensorFlow, JAX or PyTorch).",
+        epilog="example:\n  kerastl demo\n  kerastl train photos/ --epochs 5 --out pets.keras",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = _subparser(
+        subparsers,
+        "train",
+        "fine-tune a pretrained backbone on a folder of class folders and save the model",
+        "kerastl train photos/ --backbone mobilenet_v2 --epochs 5 --out pets.keras",
+    )
+    _training_arguments(train)
+    train.add_argument("--epochs", type=_non_negative_int, default=5, help="fine-tuning epochs")
+    train.add_argument(
+        "--head-epochs", type=_non_negative_int, default=5, help="epochs of the new head alone"
+    )
+    train.add_argument("--lr", type=_positive_float, default=1e-3)
+    train.add_argument("--augment", choices=("none", "light", "medium", "strong"), default="none")
+    train.add_argument("--out", default="model.keras", help="the .keras file to write")
+
+    predict = _subparser(
+        subparsers,
+        "predict",
+        "classify image files (or folders of them) with a saved model",
+        "kerastl predict pets.keras photo.jpg more_photos/ --top-k 3",
+    )
+    predict.add_argument("model", help="a .keras / .h5 model file")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--top-k", type=_positive_int, default=1)
+
+    info = _subparser(
+        subparsers,
+        "info",
+        "what a saved model is: classes, backbone, metadata, what trains",
+        "kerastl info pets.keras",
+    )
+    info.add_argument("model", help="a .keras / .h5 model file")
+
+    backbones = _subparser(
+        subparsers,
+        "backbones",
+        "the registered backbones: size, input recipe, parameters, backends",
+        'kerastl backbones "efficientnet*"',
+    )
+    backbones.add_argument("pattern", nargs="?", help="a glob on the names")
+    backbones.add_argument(
+        "--params", action="store_true", help="count parameters (builds each backbone: slower)"
+    )
+
+    lr_find = _subparser(
+        subparsers,
+        "lr-find",
+        "sweep the learning rate of a new head on a frozen backbone; suggest one",
+        "kerastl lr-find photos/ --backbone mobilenet_v2 --plot lr.png",
+    )
+    _training_arguments(lr_find)
+    lr_find.add_argument("--steps", type=_positive_int, default=100)
+    lr_find.add_argument("--plot", help="write the loss-vs-rate curve to this PNG")
+
+    export = _subparser(
+        subparsers,
+        "export",
+        "export a saved model for serving",
+        "kerastl export pets.keras --format onnx --out pets.onnx",
+    )
+    export.add_argument("model", help="a .keras / .h5 model file")
+    export.add_argument(
+        "--format", default="tf_saved_model", help="tf_saved_model, onnx or litert (backend-bound)"
+    )
+    export.add_argument("--out", required=True, help="the file or folder to write")
+
+    run_demo = _subparser(
+        subparsers,
+        "demo",
+        "transfer learning paying off, offline, on real images (scikit-learn's digits)",
+        "kerastl demo --out demo/",
+    )
+    run_demo.add_argument("--out", default="kerastl-demo", help="folder for the model and curves")
+    run_demo.add_argument(
+        "--weights",
+        choices=("digits", "imagenet"),
+        default="digits",
+        help="digits: a CNN pretrained here on digits 0-4; imagenet: MobileNetV2's "
+        "published weights, when already in the Keras cache directory",
+    )
+    run_demo.add_argument("--quick", action="store_true", help="a short run (for tests)")
+    run_demo.add_argument("--seed", type=_non_negative_int, default=0)
+    return parser
+
+
+def check_paths(args):
+    """Paths that must exist, checked before Keras is imported: an error line, or `None`."""
+    for attr, what, kind in (
+        ("data_dir", "DATA_DIR", "dir"),
+        ("model", "model file", "file"),
+    ):
+        path = getattr(args, attr, None)
+        if path is None:
+            continue
+        if not os.path.exists(path):
+            return f"{what} {path!r} does not exist"
+        if kind == "dir" and not os.path.isdir(path):
+            return f"{what} {path!r} is not a directory"
+        if kind == "file" and os.path.isdir(path):
+            return f"{what} {path!r} is a directory, not a file"
+    for path in getattr(args, "images", None) or []:
+        if not os.path.exists(path):
+            return f"image {path!r} does not exist"
+    return None
+
+
+def _backend_argument(argv):
+    """The value of `--backend` / `--backend=` in `argv`, or `None`."""
+    for i, arg in enumerate(argv):
+        if arg == "--backend" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--backend="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _installed(backend):
+    return importlib.util.find_spec(backend) is not None
+
+
+def _configured_backend():
+    """The backend of Keras' own config file (`$KERAS_HOME/keras.json`), or `None`."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return json.load(f).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def choose_backend(argv):
+    """Sets `KERAS_BACKEND`; returns an error line, or `None`.
+
+    `--backend` wins; then `KERAS_BACKEND`; then Keras' config file when it names
+    an installed backend; else the first installed of TensorFlow, JAX and
+    PyTorch (Keras itself would pick TensorFlow, installed or not).
+    """
+    backend = _backend_argument(argv)
+    chosen = os.environ.get("KERAS_BACKEND")
+    if backend is not None:
+        if backend not in BACKENDS:
+            return None  # the parser reports it, with the choices
+        if not _installed(backend):
+            return (
+                f"--backend {backend}: {backend} is not installed here "
+                f"(pip install 'kerastl[{backend}]')"
+            )
+        if chosen and chosen != backend:
+            print(
+                f"kerastl: KERAS_BACKEND={chosen} in the environment; --backend {backend} "
+                "is used instead.",
+                file=sys.stderr,
+            )
+        os.environ["KERAS_BACKEND"] = backend
+        return None
+    if chosen:
+        if chosen in BACKENDS and not _installed(chosen):
+            return (
+                f"KERAS_BACKEND={chosen}, which is not installed here "
+                f"(pip install 'kerastl[{chosen}]', or --backend another)"
+            )
+        return None
+    configured = _configured_backend()
+    if configured in BACKENDS and _installed(configured):
+        return None
+    installed = [b for b in BACKENDS if _installed(b)]
+    if not installed:
+        return (
+            "no Keras backend is installed: pip install 'kerastl[tensorflow]', "
+            "'kerastl[jax]' or 'kerastl[torch]'"
+        )
+    os.environ["KERAS_BACKEND"] = installed[0]
+    return None
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)  # --help and bad usage end here, before Keras loads
+    except SystemExit as e:
+        return int(e.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    error = choose_backend(argv) or check_paths(args)
+    if error is not None:
+        print(f"kerastl {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    # Quieter start-up logs of TensorFlow (its C++ banner), unless asked for.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kerastl.cli import run  # noqa: PLC0415 - after the backend is chosen, by design
+
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The `kerastl` command as the installed console script, on real images (scikit-learn's digits).
+
+Each subprocess imports Keras and a backend (seconds): the tests share a few
+runs. Usage errors end in the launcher before Keras is imported (fast).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from kerastl.cli.demo import small_cnn
+
+SCRIPT = pathlib.Path(sys.executable).parent / "kerastl"
+CLASSES = ["seven", "three"]  # sorted, as class folders are read
+
+
+def kerastl_command(*args, cwd=None):
+    env = {**os.environ, "KERAS_BACKEND": keras.config.backend()}
+    done = subprocess.run(
+        [str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A class-folder tree of real digit images, and a small CNN file pretrained on digits."""
+    root = tmp_path_factory.mktemp("cli")
+    digits = load_digits()
+    images = np.kron(digits.images, np.ones((4, 4))) * (255.0 / 16.0)  # 32 x 32
+    for name, digit in zip(CLASSES, (7, 3), strict=True):
+        folder = root / "data" / name
+        folder.mkdir(parents=True)
+        for i, index in enumerate(np.flatnonzero(digits.target == digit)[:12]):
+            Image.fromarray(images[index].astype("uint8")).convert("RGB").save(
+                folder / f"{name}_{i}.png"
+            )
+    keras.utils.set_random_seed(0)
+    rgb = np.repeat(images[..., None], 3, axis=-1).astype("float32")
+    cnn = small_cnn((32, 32, 3), 10, "digits")
+    cnn.compile("adam", "sparse_categorical_crossentropy")
+    cnn.fit(rgb[:600], digits.target[:600], epochs=1, batch_size=64, verbose=0)
+    backbone = keras.Model(cnn.input, cnn.get_layer("stage2_relu").output, name="digits_cnn")
+    backbone.save(root / "backbone.keras")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(workspace):
+    """`kerastl train` once, with --json: (exit code, result, stderr)."""
+    code, stdout, stderr = kerastl_command(
+        "train",
+        workspace / "data",
+        "--backbone",
+        workspace / "backbone.keras",
+        "--input-recipe",
+        "none",
+        "--epochs",
+        1,
+        "--head-epochs",
+        2,
+        "--batch-size",
+        8,
+        "--out",
+        workspace / "model.keras",
+        "--json",
+    )
+    return code, (json.loads(stdout) if code == 0 else stdout), stderr
+
+
+def test_train_saves_a_model_its_curves_and_reports_before_and_after(trained, workspace):
+    code, result, stderr = trained
+    assert code == 0, stderr
+    assert result["classes"] == CLASSES and result["backend"] == keras.config.backend()
+    assert set(result["before"]) == {"loss", "accuracy"} and 0 <= result["after"]["accuracy"] <= 1
+    assert result["epochs"] == 3 and result["phases"] == ["head", "fine-tune"]
+    assert (workspace / "model.keras").stat().st_size > 0
+    assert (workspace / "model.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predict_and_info_read_the_trained_model(trained, workspace):
+    assert trained[0] == 0, trained[2]
+    image = workspace / "data" / "seven" / "seven_0.png"
+    code, stdout, stderr = kerastl_command(
+        "predict",
+        workspace / "model.keras",
+        image,
+        workspace / "data" / "three",
+        "--top-k",
+        2,
+        "--json",
+    )
+    assert code == 0, stderr
+    predictions = json.loads(stdout)["predictions"]
+    assert len(predictions) == 13 and predictions[0]["image"] == str(image)
+    assert all(p["label"] in CLASSES and len(p["top"]) == 2 for p in predictions)
+    assert all(abs(sum(prob for _, prob in p["top"]) - 1) < 1e-4 for p in predictions)
+    code, stdout, stderr = kerastl_command("info", workspace / "model.keras")
+    assert code == 0, stderr
+    assert "seven, three" in stdout and f"saved on      {keras.config.backend()}" in stdout
+    assert "feature_extractor" in stdout  # the explain table
+
+
+def test_backbones_lr_find_and_export(workspace, trained):
+    code, stdout, stderr = kerastl_command("backbones", "efficientnet_b", "--json")
+    assert code == 0, stderr
+    names = [b["name"] for b in json.loads(stdout)["backbones"]]
+    assert names == [f"efficientnet_b{i}" for i in range(8)]
+    code, stdout, stderr = kerastl_command(
+        "lr-find",
+        workspace / "data",
+        "--backbone",
+        workspace / "backbone.keras",
+        "--input-recipe",
+        "none",
+        "--steps",
+        8,
+        "--batch-size",
+        8,
+        "--plot",
+        workspace / "lr.png",
+        "--json",
+    )
+    assert code == 0, stderr
+    found = json.loads(stdout)
+    assert found["suggestion"] > 0 and (workspace / "lr.png").exists()
+    assert trained[0] == 0, trained[2]
+    code, stdout, stderr = kerastl_command(
+        "export", workspace / "model.keras", "--format", "bad-format", "--out", workspace / "x"
+    )
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert code == 1 and len(errors) == 1 and "Received: format='bad-format'" in errors[0], stderr
+
+
+def test_errors_are_one_line_with_the_exit_code(workspace):
+    data = workspace / "data"
+    one_class = workspace / "one_class"
+    (one_class / "three").mkdir(parents=True, exist_ok=True)
+    not_an_image = workspace / "not_an_image.png"
+    not_an_image.write_text("this is text")
+    corrupt = workspace / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    cases = [
+        (("train", workspace / "missing"), 2, "does not exist"),
+        (("train", data, "--epochs", "-1"), 2, "--epochs"),
+        (("predict", workspace / "missing.keras", not_an_image), 2, "does not exist"),
+        (("train", one_class), 1, "1 class folder"),
+        (("train", data, "--backbone", "mobilenet_v9"), 2, "unknown backbone"),
+        (("info", corrupt), 1, "corrupt.keras"),
+    ]
+    for args, expected, text in cases:
+        code, stdout, stderr = kerastl_command(*args)
+        assert code == expected, (args, code, stderr)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert len(lines) >= 1 and text in lines[-1], (args, stderr)
+        assert "Traceback" not in stderr, (args, stderr)
+    # An image file that is not an image: one line naming it.
+    (data / "three" / "broken.png").write_text("not a png")
+    try:
+        code, _, stderr = kerastl_command(
+            "train",
+            data,
+            "--backbone",
+            workspace / "backbone.keras",
+            "--input-recipe",
+            "none",
+            "--epochs",
+            0,
+            "--head-epochs",
+            1,
+        )
+    finally:
+        (data / "three" / "broken.png").unlink()
+    assert code == 1 and "broken.png" in stderr and "Traceback" not in stderr, stderr
+    # --help everywhere, with an example; --debug shows the traceback.
+    code, stdout, _ = kerastl_command("train", "--help")
+    assert code == 0 and "example:" in stdout
+    code, _, stderr = kerastl_command("info", corrupt, "--debug")
+    assert code == 1 and "Traceback" in stderr
+
+
+def test_demo_quick(tmp_path):
+    code, stdout, stderr = kerastl_command("demo", "--quick", "--out", tmp_path, "--json")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    for key in (
+        "accuracy_before_training",
+        "accuracy_after_frozen_phase",
+        "accuracy_after_fine_tuning",
+        "accuracy_from_scratch",
+    ):
+        assert 0.0 <= result[key] <= 1.0, key
+    assert result["predicted"] in ["5", "6", "7", "8", "9"]
+    assert os.path.exists(result["model"]) and os.path.exists(result["curves"])
+    assert result["reloaded_on"] == keras.config.backend()
