@@ -16,7 +16,7 @@ from kerastl import _keras_private
 try:
     import fcntl
 except ImportError:  # Windows: staging directories are not cleaned up
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 CONFIG = "config.json"
 KERAS_METADATA = "metadata.json"

@@ -89,7 +89,7 @@ def fine_tune(
     evaluate_first=True,
     callbacks=None,
     verbose=1,
-):
+) -> FineTuneHistory:
     """Trains a new head on a frozen backbone, then fine-tunes the backbone, in one call.
 
     Phase 1 ("head", `head_epochs`): the backbone is frozen (its BatchNorm
