@@ -22,8 +22,8 @@ SCRIPT = pathlib.Path(sys.executable).parent / "kerastl"
 CLASSES = ["seven", "three"]  # sorted, as class folders are read
 
 
-def kerastl_command(*args, cwd=None):
-    env = {**os.environ, "KERAS_BACKEND": keras.config.backend()}
+def kerastl_command(*args, cwd=None, env=None):
+    env = {**os.environ, "KERAS_BACKEND": keras.config.backend(), **(env or {})}
     done = subprocess.run(
         [str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd
     )
@@ -138,6 +138,14 @@ def test_backbones_lr_find_and_export(workspace, trained):
     )
     errors = [line for line in stderr.splitlines() if "error:" in line]
     assert code == 1 and len(errors) == 1 and "Received: format='bad-format'" in errors[0], stderr
+    # A real export, in a format this backend exports to.
+    fmt = "tf_saved_model" if keras.config.backend() == "tensorflow" else "onnx"
+    target = workspace / ("exported" if fmt == "tf_saved_model" else "model.onnx")
+    code, stdout, stderr = kerastl_command(
+        "export", workspace / "model.keras", "--format", fmt, "--out", target, "--json"
+    )
+    assert code == 0, stderr
+    assert json.loads(stdout)["format"] == fmt and target.exists()
 
 
 def test_errors_are_one_line_with_the_exit_code(workspace):
@@ -162,6 +170,16 @@ def test_errors_are_one_line_with_the_exit_code(workspace):
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert len(lines) >= 1 and text in lines[-1], (args, stderr)
         assert "Traceback" not in stderr, (args, stderr)
+    # Offline, with no ImageNet weights in the Keras cache directory.
+    code, _, stderr = kerastl_command(
+        "demo",
+        "--weights",
+        "imagenet",
+        "--out",
+        workspace / "demo",
+        env={"KERAS_HOME": str(workspace / "empty_keras_home")},
+    )
+    assert code == 2 and "Keras cache directory" in stderr.splitlines()[-1], stderr
     # An image file that is not an image: one line naming it.
     (data / "three" / "broken.png").write_text("not a png")
     try:
