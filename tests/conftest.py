@@ -1,8 +1,41 @@
 import os
+import shutil
+import tempfile
 
 import keras
 import pytest
-from support import calibrated_weights_file, real_images
+from support import calibrated_weights_file, real_images, shapes_only, shared_file
+
+# --- JAX on CPU: compile less, and compile each thing once per run ----------------------
+#
+# On CPU, JAX compiles every eager op and every variable initialiser per shape, and the
+# tests build small models many times: XLA compile time, not computation, is most of the
+# JAX suite. The test models are tiny, so XLA's backend optimisations cost far more than
+# they save: at level 0 a random initialiser or an eager op compiles about 4x faster.
+# The computations are the same; only the machine code XLA generates is less optimised.
+# The persistent compilation cache, one directory per test run shared by the xdist
+# workers and every subprocess a test starts, compiles what they have in common
+# (MobileNetV2's initialisers and ops, a subprocess's whole model) once.
+JAX_CPU_XLA_FLAG = "--xla_backend_optimization_level=0"
+_CACHE_OWNER = "KERASTL_TEST_JAX_CACHE_OWNER"
+
+
+def _configure_jax(config):
+    import jax
+
+    markexpr = config.getoption("markexpr", "") or ""
+    gpu_run = "gpu" in markexpr and "not gpu" not in markexpr
+    flags = os.environ.get("XLA_FLAGS", "")
+    if not gpu_run and "xla_backend_optimization_level" not in flags:
+        # Read when JAX creates its CPU client, at the first computation: after this.
+        os.environ["XLA_FLAGS"] = f"{flags} {JAX_CPU_XLA_FLAG}".strip()
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        # The xdist controller (or a plain run) makes it; workers and subprocesses inherit.
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="kerastl-jax-cache-")
+        os.environ[_CACHE_OWNER] = str(os.getpid())
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def pytest_configure(config):
@@ -14,6 +47,27 @@ def pytest_configure(config):
         )
     actual = keras.config.backend()
     assert actual == expected, f"KERAS_BACKEND={expected} but keras runs on {actual}"
+    if actual == "jax":
+        _configure_jax(config)
+
+
+def pytest_unconfigure(config):
+    if os.environ.get(_CACHE_OWNER) == str(os.getpid()):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mobilenet_v2_signature():
+    """Recognising a model as the registry's `mobilenet_v2` builds that network once per
+    process (`registry_signature`) for its layer classes and names, with initialised
+    variables: 10-20 s on JAX. Most model-file tests hold a MobileNetV2, so it is built
+    here, its variables never initialised (`shapes_only`): the same classes and names.
+    """
+    from kerastl.backbones import get_backbone
+    from kerastl.backbones.recognition import registry_signature
+
+    with shapes_only():
+        registry_signature(get_backbone("mobilenet_v2"))
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +89,12 @@ def mobilenet_weights(tmp_path_factory):
 
     A frozen random-init MobileNetV2 outputs ~1e-11 everywhere; calibrated
     statistics make its features depend on the image, so checks can fail.
+    Made once per test run: xdist workers share the file (`shared_file`).
     """
-    path = tmp_path_factory.mktemp("weights") / "mobilenet_v2_035_96.weights.h5"
-    return calibrated_weights_file(
-        "mobilenet_v2", path, input_shape=(96, 96, 3), backbone_kwargs={"alpha": 0.35}
-    )
+
+    def make(path):
+        calibrated_weights_file(
+            "mobilenet_v2", path, input_shape=(96, 96, 3), backbone_kwargs={"alpha": 0.35}
+        )
+
+    return shared_file(tmp_path_factory, "mobilenet_v2_035_96.weights.h5", make)

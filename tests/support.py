@@ -1,5 +1,6 @@
 """Shared test helpers: real offline images, calibrated backbones, backend subprocesses."""
 
+import contextlib
 import json
 import os
 import struct
@@ -40,6 +41,23 @@ def tf_mode(images):
     return images.astype("float32") / 127.5 - 1.0
 
 
+@contextlib.contextmanager
+def shapes_only():
+    """Builds models whose variables are never initialised: for checks of shapes and names.
+
+    A plain `keras.StatelessScope` defers initialisers only to its exit, where it
+    runs them all (on JAX every distinct shape compiles a random op: 10-45 s for
+    a large application). With `initialize_variables=False` they never run, and
+    `clear_session` afterwards drops them, so no later scope initialises them.
+    Whatever is built inside must not be called on data nor saved.
+    """
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    finally:
+        keras.backend.clear_session(free_memory=False)
+
+
 def calibrate_batchnorm(model, images):
     """Sets every BatchNorm's moving statistics to those of `images` in one pass.
 
@@ -62,6 +80,23 @@ def calibrate_batchnorm(model, images):
     return model
 
 
+def calibrated_cnn(images, filters=(8, 16, 16), seed=2, name="tiny"):
+    """A small backbone: conv / BatchNorm / ReLU blocks, statistics calibrated on `images`.
+
+    Block `i` is `conv_i` (3x3, stride 2, `filters[i]` channels), `bn_i`, `relu_i`.
+    The input shape is that of `images` (uint8 photographs, calibrated in the "tf"
+    recipe); weights follow from `seed`, so two calls give the same network.
+    """
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(images.shape[1:])
+    x = inputs
+    for i, channels in enumerate(filters):
+        x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", name=f"conv_{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+        x = keras.layers.ReLU(name=f"relu_{i}")(x)
+    return calibrate_batchnorm(keras.Model(inputs, x, name=name), tf_mode(images))
+
+
 def calibrated_weights_file(name, path, input_shape, backbone_kwargs=None):
     from kerastl.backbones import get_backbone
 
@@ -70,6 +105,28 @@ def calibrated_weights_file(name, path, input_shape, backbone_kwargs=None):
     calibrate_batchnorm(model, tf_mode(real_images(size=input_shape[0], count=32, seed=1)))
     model.save_weights(str(path))
     keras.backend.clear_session()
+    return str(path)
+
+
+def shared_file(tmp_path_factory, name, make):
+    """The path of a file that `make(path)` writes once per test run, shared by xdist workers.
+
+    Under pytest-xdist every worker has its own session fixtures; the first to get
+    here writes the file (under a lock, in the run's common temporary directory),
+    the others wait for it and read it. `make` must not depend on which worker runs it.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # popen-gw0, popen-gw1 ... share their parent
+    path = root / name
+    import fcntl  # POSIX only, as test_staging.py
+
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            partial = root / f"partial-{os.getpid()}-{name}"
+            make(str(partial))
+            os.replace(partial, path)
     return str(path)
 
 

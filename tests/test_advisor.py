@@ -11,67 +11,55 @@ import kerastl
 from kerastl.freeze import FreezeAll, FreezeNone, TrainFraction
 from kerastl.training.advisor import Plan, _earlier_cut, recommend
 
+# What every plan of a data size shares; each regime below adds or overrides.
+LITTLE = dict(
+    data="little",
+    unfreeze=FreezeAll(),
+    head_epochs=10,
+    epochs=0,
+    lr=1e-3,
+    lr_mult=100.0,
+    bn="frozen",
+    cut=None,
+    head_kwargs={"dropout": 0.3},
+)
+MUCH = dict(data="much", head_epochs=1, lr=1e-3, cut=None, head_kwargs={"dropout": 0.2})
+
+
+def _regime(n, similarity, expected):
+    arguments = dict(n_samples_per_class=n, similarity=similarity, backbone="mobilenet_v2")
+    return arguments, expected
+
+
 # regime -> (call arguments, expected plan attributes)
 REGIMES = {
-    "little-similar": (
-        dict(n_samples_per_class=40, similarity="similar", backbone="mobilenet_v2"),
-        dict(
-            regime="little data, similar task",
-            data="little",
-            unfreeze=FreezeAll(),
-            head_epochs=10,
-            epochs=0,
-            lr=1e-3,
-            lr_mult=100.0,
-            bn="frozen",
-            cut=None,
-            head_kwargs={"dropout": 0.3},
-        ),
+    "little-similar": _regime(40, "similar", {**LITTLE, "regime": "little data, similar task"}),
+    "little-different": _regime(
+        40, "different", {**LITTLE, "regime": "little data, different task", "cut": "S16"}
     ),
-    "little-different": (
-        dict(n_samples_per_class=40, similarity="different", backbone="mobilenet_v2"),
-        dict(
-            regime="little data, different task",
-            data="little",
-            unfreeze=FreezeAll(),
-            head_epochs=10,
-            epochs=0,
-            lr=1e-3,
-            lr_mult=100.0,
-            bn="frozen",
-            cut="S16",
-            head_kwargs={"dropout": 0.3},
-        ),
+    "much-similar": _regime(
+        500,
+        "similar",
+        {
+            **MUCH,
+            "regime": "much data, similar task",
+            "unfreeze": TrainFraction(0.3),
+            "epochs": 5,
+            "lr_mult": 100.0,
+            "bn": "frozen",
+        },
     ),
-    "much-similar": (
-        dict(n_samples_per_class=500, similarity="similar", backbone="mobilenet_v2"),
-        dict(
-            regime="much data, similar task",
-            data="much",
-            unfreeze=TrainFraction(0.3),
-            head_epochs=1,
-            epochs=5,
-            lr=1e-3,
-            lr_mult=100.0,
-            bn="frozen",
-            cut=None,
-            head_kwargs={"dropout": 0.2},
-        ),
-    ),
-    "much-different": (
-        dict(n_samples_per_class=500, similarity="different", backbone="mobilenet_v2"),
-        dict(
-            regime="much data, different task",
-            data="much",
-            unfreeze=FreezeNone(),
-            head_epochs=1,
-            epochs=10,
-            lr=1e-3,
-            lr_mult=10.0,
-            bn="train",
-            cut=None,
-            head_kwargs={"dropout": 0.2},
-        ),
+    "much-different": _regime(
+        500,
+        "different",
+        {
+            **MUCH,
+            "regime": "much data, different task",
+            "unfreeze": FreezeNone(),
+            "epochs": 10,
+            "lr_mult": 10.0,
+            "bn": "train",
+        },
     ),
 }
 

@@ -4,6 +4,7 @@ import urllib.error
 
 import keras
 import pytest
+from support import shapes_only
 
 import kerastl
 from kerastl.backbones import get_backbone, list_backbones, register_backbone, split_blocks
@@ -66,43 +67,44 @@ def test_every_backbone_builds_at_its_minimum_size(name):
             kerastl.FeatureExtractor(name, weights=None, input_shape=(size, size, 3))
         assert keras.config.backend() == "torch" and name == "nasnet_mobile"
         return
-    # Shapes only: a stateless scope defers variable initialisers (JAX runs each
-    # one as a compiled op), which makes 41 builds affordable on every backend.
-    with keras.StatelessScope():
+    # Shapes and names only: the variables are never initialised (`shapes_only`),
+    # which makes 41 builds affordable on every backend, JAX included.
+    with shapes_only():
         extractor = kerastl.FeatureExtractor(
             name, weights=None, input_shape=(size, size, 3), pooling="avgmax"
         )
-    maps = extractor.backbone.output.shape
-    assert maps[1] >= 1 and maps[2] >= 1
-    assert extractor.compute_output_shape((None, size, size, 3)) == (None, 2 * maps[-1])
-    assert extractor.backbone.count_params() > 0
-    # Feature layers exist and sit at their stride (valid padding shrinks small inputs a bit).
-    sides = []
-    for key, layer_name in spec.feature_layers.items():
-        side = extractor.backbone.get_layer(layer_name).output.shape[1]
-        stride = int(key[1:])
-        assert abs(math.log2(size / side) - math.log2(stride)) <= 1.5, (key, layer_name, side)
-        sides.append(side)
-    assert sides == sorted(sides, reverse=True) and len(sides) >= 3
-    # Blocks: several, in order, covering every layer once.
-    blocks = spec.blocks(extractor.backbone)
-    assert len(blocks) >= 4, blocks[:3]
-    names = [n for _, layer_names in blocks for n in layer_names]
-    assert names == [layer.name for layer in extractor.backbone.layers[1:]]
+        maps = extractor.backbone.output.shape
+        assert maps[1] >= 1 and maps[2] >= 1
+        assert extractor.compute_output_shape((None, size, size, 3)) == (None, 2 * maps[-1])
+        assert extractor.backbone.count_params() > 0
+        # Feature layers exist and sit at their stride (valid padding shrinks small inputs a bit).
+        sides = []
+        for key, layer_name in spec.feature_layers.items():
+            side = extractor.backbone.get_layer(layer_name).output.shape[1]
+            stride = int(key[1:])
+            assert abs(math.log2(size / side) - math.log2(stride)) <= 1.5, (key, layer_name, side)
+            sides.append(side)
+        assert sides == sorted(sides, reverse=True) and len(sides) >= 3
+        # Blocks: several, in order, covering every layer once.
+        blocks = spec.blocks(extractor.backbone)
+        assert len(blocks) >= 4, blocks[:3]
+        names = [n for _, layer_names in blocks for n in layer_names]
+        assert names == [layer.name for layer in extractor.backbone.layers[1:]]
 
 
 def test_block_boundaries_follow_the_architecture():
     spec = get_backbone("mobilenet_v2")
-    model = spec.build((32, 32, 3), alpha=0.35)
-    blocks = dict(spec.blocks(model))
-    assert list(blocks)[:3] == ["stem", "expanded_conv", "block_1"]
-    assert list(blocks)[-1] == "block_16"
-    assert blocks["stem"] == ["Conv1", "bn_Conv1", "Conv1_relu"]
-    assert "out_relu" in blocks["block_16"]  # the final 1x1 conv joins the last block
-    # Inception networks end blocks at their named `mixed` outputs.
-    inception = get_backbone("inception_v3").build((75, 75, 3))
-    ends = [layers[-1] for _, layers in get_backbone("inception_v3").blocks(inception)]
-    assert ends[:11] == [f"mixed{i}" for i in range(11)]
+    with shapes_only():  # blocks are names: no variable needs a value
+        model = spec.build((32, 32, 3), alpha=0.35)
+        blocks = dict(spec.blocks(model))
+        assert list(blocks)[:3] == ["stem", "expanded_conv", "block_1"]
+        assert list(blocks)[-1] == "block_16"
+        assert blocks["stem"] == ["Conv1", "bn_Conv1", "Conv1_relu"]
+        assert "out_relu" in blocks["block_16"]  # the final 1x1 conv joins the last block
+        # Inception networks end blocks at their named `mixed` outputs.
+        inception = get_backbone("inception_v3").build((75, 75, 3))
+        ends = [layers[-1] for _, layers in get_backbone("inception_v3").blocks(inception)]
+        assert ends[:11] == [f"mixed{i}" for i in range(11)]
 
 
 def test_split_blocks_without_patterns_gives_one_block_per_weighted_layer():
@@ -188,7 +190,8 @@ def test_weights_download_error_gives_the_cause_whole_and_the_url_once(error, ca
         raise error
 
     monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", fetch)
-    with pytest.raises(kerastl.WeightsDownloadError) as info:
+    # Keras builds the network before it fetches: no variable needs a value.
+    with shapes_only(), pytest.raises(kerastl.WeightsDownloadError) as info:
         build_with_weights(get_backbone("mobilenet_v2"), (96, 96, 3), "imagenet", alpha=0.35)
     message = str(info.value)
     name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"

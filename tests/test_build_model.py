@@ -62,8 +62,9 @@ def test_uint8_32x32_batch_gives_probabilities_before_and_after_save(
     photos, mobilenet_weights, tmp_path
 ):
     head = heads.multiclass(5, hidden=(16,), class_names=list("abcde"))
-    prep = preprocessing.pipeline(extractor(mobilenet_weights), augment="light", seed=0)
-    model = build_model(extractor(mobilenet_weights), head, preprocessing=prep)
+    fx = extractor(mobilenet_weights)
+    prep = preprocessing.pipeline(fx, augment="light", seed=0)
+    model = build_model(fx, head, preprocessing=prep)
     cifar_like = photos[:, ::3, ::3]  # uint8 (24, 32, 32, 3)
     assert cifar_like.shape == (24, 32, 32, 3) and cifar_like.dtype == np.uint8
     probs = model.predict(cifar_like, verbose=0)
@@ -142,10 +143,9 @@ def test_bad_arguments(kwargs, match):
 @pytest.mark.cross_backend
 @pytest.mark.parametrize("target", BACKENDS)
 def test_saved_model_loads_on_every_backend(target, photos, mobilenet_weights, tmp_path):
+    fx = extractor(mobilenet_weights)
     model = build_model(
-        extractor(mobilenet_weights),
-        heads.multilabel(3, hidden=(8,)),
-        preprocessing.pipeline(extractor(mobilenet_weights), augment="medium"),
+        fx, heads.multilabel(3, hidden=(8,)), preprocessing.pipeline(fx, augment="medium")
     )
     path = str(tmp_path / f"saved_on_{keras.config.backend()}.keras")
     # kerastl's save writes the compile state backend-neutral; a plain `model.save` of a

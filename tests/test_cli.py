@@ -144,6 +144,13 @@ def test_backbones_lr_find_and_export(workspace, trained):
     code, stdout, stderr = kerastl_command(
         "export", workspace / "model.keras", "--format", fmt, "--out", target, "--json"
     )
+    if code == 1 and keras.config.backend() == "jax":
+        # jax2onnx 0.17 writes a MaxPool that onnxruntime refuses: export checks the
+        # file runs, refuses it in one line and leaves nothing behind.
+        errors = [line for line in stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1 and "Export from another backend" in errors[0], stderr
+        assert not target.exists()
+        return
     assert code == 0, stderr
     assert json.loads(stdout)["format"] == fmt and target.exists()
 

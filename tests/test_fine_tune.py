@@ -10,7 +10,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from support import calibrate_batchnorm, real_images, tf_mode
+from support import calibrated_cnn, real_images, tf_mode
 
 import kerastl
 from kerastl.freeze import TrainPattern, TrainTopBlocks
@@ -19,16 +19,8 @@ from kerastl.training.checkpoints import Checkpoints
 
 
 def _backbone(photos):
-    """Three conv / BatchNorm / ReLU blocks, statistics calibrated on real photos."""
-    keras.utils.set_random_seed(2)
-    inputs = keras.Input((32, 32, 3))
-    x = inputs
-    for i, filters in enumerate((8, 16, 16)):
-        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", name=f"conv_{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
-        x = keras.layers.ReLU(name=f"relu_{i}")(x)
-    backbone = keras.Model(inputs, x, name="tiny")
-    return calibrate_batchnorm(backbone, tf_mode(photos[:, ::3, ::3]))
+    """Three conv / BatchNorm / ReLU blocks (conv_0..2), calibrated on the 32 px photos."""
+    return calibrated_cnn(photos[:, ::3, ::3])
 
 
 def _model(photos, bn="frozen"):
@@ -173,35 +165,39 @@ _SCRIPT = textwrap.dedent(
     from test_fine_tune import _model, _data
 
     photos = real_images(size=96, count=24, seed=0)
-    model = _model(photos)
-    x, y = _data(photos)
-    data = kerastl.data.from_arrays(x, y, batch_size=6, shuffle=False)
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == {kill_at}:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    history = kerastl.fine_tune(
-        model, data, data, epochs=3, head_epochs=1, lr=1e-2,
-        unfreeze=kerastl.freeze.TrainTopBlocks(2), checkpoint_dir={directory!r},
-        callbacks=[Kill()], verbose=0,
-    )
-    np.savez({out!r}, *[keras.ops.convert_to_numpy(w) for w in model.weights])
-    with open({out!r} + ".json", "w") as f:
-        json.dump({{
-            "history": history.history,
-            "trainable": sorted(v.path for v in model.trainable_weights),
-            "iterations": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
-        }}, f)
+    # One fine_tune call per (checkpoint directory, output file), each on a model built
+    # afresh in a fresh Keras session (random seeds reset): as if in its own process.
+    for directory, out in {runs!r}:
+        keras.backend.clear_session()
+        model = _model(photos)
+        x, y = _data(photos)
+        data = kerastl.data.from_arrays(x, y, batch_size=6, shuffle=False)
+        history = kerastl.fine_tune(
+            model, data, data, epochs=3, head_epochs=1, lr=1e-2,
+            unfreeze=kerastl.freeze.TrainTopBlocks(2), checkpoint_dir=directory,
+            callbacks=[Kill()], verbose=0,
+        )
+        np.savez(out, *[keras.ops.convert_to_numpy(w) for w in model.weights])
+        with open(out + ".json", "w") as f:
+            json.dump({{
+                "history": history.history,
+                "trainable": sorted(v.path for v in model.trainable_weights),
+                "iterations": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+            }}, f)
     """
 )
 
 
-def _run(tmp_path, directory, out, kill_at):
-    code = _SCRIPT.format(
-        tests=os.path.dirname(__file__), directory=str(directory), out=str(out), kill_at=kill_at
-    )
+def _run(runs, kill_at):
+    """One fresh process running `fine_tune` for each `(checkpoint directory, output)` in turn."""
+    runs = [(str(directory), str(out)) for directory, out in runs]
+    code = _SCRIPT.format(tests=os.path.dirname(__file__), runs=runs, kill_at=kill_at)
     env = {**os.environ, "KERAS_BACKEND": keras.config.backend()}
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
@@ -210,14 +206,18 @@ def _run(tmp_path, directory, out, kill_at):
 
 def test_sigkill_in_phase_two_then_the_same_call_resumes(tmp_path):
     # Killed at the start of epoch 3: the second of phase 2 (epochs 1, 2, 3).
-    killed = _run(tmp_path, tmp_path / "run", tmp_path / "resumed.npz", kill_at=2)
+    killed = _run([(tmp_path / "run", tmp_path / "resumed.npz")], kill_at=2)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     state, _ = Checkpoints(str(tmp_path / "run")).latest()
     assert state["epochs_done"] == 2 and state["phase"] == 1
-    resumed = _run(tmp_path, tmp_path / "run", tmp_path / "resumed.npz", kill_at=-1)
+    # The same call again, in a new process, resumes; then, in that process, the call
+    # never interrupted (its own checkpoint directory, a fresh model and session).
+    runs = [
+        (tmp_path / "run", tmp_path / "resumed.npz"),
+        (tmp_path / "straight", tmp_path / "straight.npz"),
+    ]
+    resumed = _run(runs, kill_at=-1)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    straight = _run(tmp_path, tmp_path / "straight", tmp_path / "straight.npz", kill_at=-1)
-    assert straight.returncode == 0, straight.stderr[-2000:]
     with open(tmp_path / "resumed.npz.json") as f:
         after = json.load(f)
     with open(tmp_path / "straight.npz.json") as f:

@@ -5,7 +5,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from support import calibrate_batchnorm, real_images, tf_mode
+from support import calibrated_cnn, real_images
 
 import kerastl
 from kerastl.training.lr_find import LRFinderResult, lr_find, suggest_lr
@@ -20,15 +20,8 @@ def images():
 
 
 def _backbone(images):
-    """Two conv / BatchNorm / ReLU blocks, statistics calibrated on real photos."""
-    keras.utils.set_random_seed(2)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = inputs
-    for i, filters in enumerate((6, 8)):
-        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", name=f"conv_{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
-        x = keras.layers.ReLU(name=f"relu_{i}")(x)
-    return calibrate_batchnorm(keras.Model(inputs, x, name="tiny"), tf_mode(images))
+    """Two conv / BatchNorm / ReLU blocks (conv_0, conv_1), calibrated on real photos."""
+    return calibrated_cnn(images, filters=(6, 8))
 
 
 def _model(images, optimizer=None, bn="train", dropout=0.2, freeze="none"):

@@ -1,11 +1,13 @@
 """The hidden staging directories of saves and exports: short names, crash litter cleaned."""
 
 import fcntl
+import importlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 
 import keras
 import numpy as np
@@ -13,6 +15,8 @@ import pytest
 
 from kerastl.files import archive
 from kerastl.saving import export, load_model, read_metadata, save_model
+
+export_module = importlib.import_module("kerastl.saving.export")
 
 CLASSES = ["astronaut", "coffee", "cat"]
 LOCK = archive.STAGING_LOCK
@@ -138,7 +142,8 @@ def _export(path):
     model = tiny()
     # The staging is under test, not the exporter: a stand-in writes the artifact.
     model.export = lambda staged, **kwargs: open(staged, "wb").close()
-    export(model, path.with_suffix(".onnx"), format="onnx")
+    with mock.patch.object(export_module, "_check_onnx_runs"):  # the empty file would not run
+        export(model, path.with_suffix(".onnx"), format="onnx")
 
 
 CLEANERS = {

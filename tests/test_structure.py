@@ -35,6 +35,7 @@ OPTIONAL = {
     "msvcrt",
     "tf2onnx",
     "onnx",
+    "onnxruntime",  # to check an ONNX export runs
     "matplotlib",
     "sklearn",  # the demo's images
 }

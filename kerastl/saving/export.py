@@ -2,9 +2,11 @@
 
 import importlib.util
 import os
+import warnings
 from typing import Any
 
 import keras
+import numpy as np
 
 from kerastl.files import archive
 
@@ -69,12 +71,35 @@ def export(
     path = _check_path(path, format)
     backend = keras.config.backend()
     check_available(format, backend)
+    probe = _call_once(model)
+    fixed = format == "onnx" and backend == "jax" and "input_signature" not in kwargs
+    if fixed:
+        # jax2onnx cannot trace a resize to a size unknown until run time: fix the
+        # input at the size the model was probed with (the backbone's).
+        kwargs["input_signature"] = _fixed_signature(model, probe, batch=None)
     with archive.staging_dir(path) as work:
         # In a folder of its own: `path` may have any name, the lock file's included.
         staged = os.path.join(work, "artifact", os.path.basename(path))
         os.mkdir(os.path.dirname(staged))
         try:
-            model.export(staged, format=format, verbose=False, **kwargs)
+            try:
+                model.export(staged, format=format, verbose=False, **kwargs)
+            except Exception as e:
+                if not (fixed and "Symbolic dimension" in str(e)):
+                    raise
+                # ... nor a resize whose batch is unknown until run time.
+                kwargs["input_signature"] = _fixed_signature(model, probe, batch=1)
+                warnings.warn(
+                    "jax2onnx cannot export this model's in-model resize for a variable "
+                    f"batch size: the ONNX file takes batches of 1 image of shape {probe[0]}. "
+                    "Pass `input_signature=[keras.InputSpec(shape=(N, ...))]` for another "
+                    "batch size, or export on the torch or TensorFlow backend for a "
+                    "variable one.",
+                    stacklevel=2,
+                )
+                model.export(staged, format=format, verbose=False, **kwargs)
+            if format == "onnx":
+                _check_onnx_runs(staged, model, probe, backend, kwargs.get("input_signature"))
         except ImportError as e:  # a dependency of a dependency
             raise ExportDependencyError(
                 f"Exporting format={format!r} on the {backend} backend failed on a missing "
@@ -82,6 +107,79 @@ def export(
             ) from e
         _move_into_place(staged, path, work)
     return path
+
+
+def _call_once(model):
+    # Keras' ONNX export refuses a model that was never called, and a model just
+    # loaded from a file never was: one call on zeros of its input shape.
+    if not getattr(model, "inputs", None):
+        raise ValueError(
+            f"`model` must be built (called once, or functional) to be exported. "
+            f"Received: model={model!r}"
+        )
+    batch = []
+    for tensor in model.inputs:
+        shape = tuple(tensor.shape)[1:]
+        if None in shape:
+            shape = _first_fixed_shape(model, len(shape)) or tuple(d or 64 for d in shape)
+        batch.append(np.zeros((1,) + shape, dtype=tensor.dtype))
+    if not getattr(model, "_called", True):
+        model(batch[0] if len(batch) == 1 else batch, training=False)
+    return [x.shape[1:] for x in batch]
+
+
+def _check_onnx_runs(file, model, shapes, backend, signature):
+    # Some converters write files onnxruntime refuses (jax2onnx 0.17's MaxPool):
+    # run the file once and compare with Keras before it replaces anything.
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    batch = 1 if signature is not None and signature[0].shape[0] == 1 else 2
+    rng = np.random.default_rng(0)
+    inputs = [
+        (rng.uniform(0, 1, (batch,) + tuple(shape)) * 255).astype(tensor.dtype)
+        for tensor, shape in zip(model.inputs, shapes, strict=True)
+    ]
+    others = " or ".join(f"`KERAS_BACKEND={b}`" for b in ("torch", "tensorflow") if b != backend)
+    try:
+        session = onnxruntime.InferenceSession(file, providers=["CPUExecutionProvider"])
+        feed = {spec.name: x for spec, x in zip(session.get_inputs(), inputs, strict=True)}
+        got = session.run(None, feed)[0]
+    except Exception as e:
+        raise RuntimeError(
+            f"The ONNX file the {backend} backend's converter wrote does not run in "
+            f"onnxruntime ({str(e).strip()}). Export from another backend: load the model "
+            f"under {others} and export again. "
+            "Received: format='onnx'"
+        ) from e
+    want = keras.ops.convert_to_numpy(model(inputs[0] if len(inputs) == 1 else inputs))
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-4):
+        raise RuntimeError(
+            f"The ONNX file the {backend} backend's converter wrote computes other values "
+            f"than the model (largest difference {np.max(np.abs(got - want)):.3g}). Export "
+            "from another backend. Received: format='onnx'"
+        )
+
+
+def _fixed_signature(model, shapes, batch):
+    specs = [
+        keras.InputSpec(shape=(batch,) + tuple(shape), dtype=tensor.dtype)
+        for tensor, shape in zip(model.inputs, shapes, strict=True)
+    ]
+    return specs if len(specs) == 1 else [specs]
+
+
+def _first_fixed_shape(model, rank):
+    # A model that resizes its input takes any size; its backbone has the one to probe with.
+    for layer in getattr(model, "layers", [])[1:]:
+        try:
+            shape = tuple(layer.input.shape)[1:]
+        except (AttributeError, ValueError):
+            continue
+        if len(shape) == rank and None not in shape:
+            return shape
+    return None
 
 
 def _check_path(path: str | os.PathLike[str], format: str) -> str:
