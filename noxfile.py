@@ -29,6 +29,7 @@ KERAS_FLOOR_TESTS = [
         "recompile",
         "feature_extractor",
         "freeze",
+        "lora",
         "optimizers",
         "callbacks",
         "build_model",

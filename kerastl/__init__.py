@@ -39,6 +39,7 @@ from kerastl.training import (
     fine_tune,
     lr_find,
     plot_history,
+    rank_backbones,
     recommend,
     set_freeze,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "optimizers",
     "plot_history",
     "preprocessing",
+    "rank_backbones",
     "read_metadata",
     "recommend",
     "save_model",

@@ -27,6 +27,24 @@ def flatten_layers(layer, include_self=False, recursive=True):
     return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
 
 
+def replace_sublayer(layer, attr, new):
+    """Sets `layer.<attr>` to `new`, the layer it held untracked (`Layer._tracker`).
+
+    Keras locks a built layer's tracked state, so a built layer refuses a new
+    sublayer; and a plain assignment would keep the old one in its lists (its
+    weights counted twice). Used to swap a built extractor's backbone.
+    """
+    tracker = layer._tracker
+    locked = tracker.locked
+    tracker.unlock()
+    try:
+        tracker.untrack(getattr(layer, attr))
+        setattr(layer, attr, new)
+    finally:
+        if locked:
+            tracker.lock()
+
+
 def set_build_input_shape(layer, shape):
     """Lets `keras.Sequential` add an `Input` before `layer` (`Layer._input_shape_arg`).
 

@@ -30,6 +30,26 @@ def test_flatten_layers_walks_every_depth():
     assert "inner_dense" not in top and "inner" in top
 
 
+def test_replace_sublayer_swaps_a_built_layers_sublayer_without_counting_it_twice():
+    class Holder(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.inner = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.inner(x)
+
+    holder = Holder()
+    holder(np.ones((1, 4), "float32"))
+    assert len(holder.weights) == 2
+    new = keras.layers.Dense(5)
+    new.build((None, 4))
+    private.replace_sublayer(holder, "inner", new)
+    assert holder.inner is new and len(holder.weights) == 2
+    assert tuple(holder(np.ones((1, 4), "float32")).shape) == (1, 5)
+    assert holder._tracker.locked  # locked again, as Keras left it
+
+
 def test_set_build_input_shape_lets_sequential_add_its_input():
     layer = keras.layers.Dense(2)
     private.set_build_input_shape(layer, (5,))

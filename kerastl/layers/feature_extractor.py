@@ -13,6 +13,14 @@ from kerastl.backbones.sources import (
     nested_models,
     resolve_backbone,
 )
+from kerastl.freeze.lora import (
+    LoRA,
+    adapters,
+    apply_lora,
+    get_lora,
+    remove_adapters,
+    train_adapters,
+)
 from kerastl.freeze.policies import FreezePolicy, get_policy, set_trainable, validate_bn
 from kerastl.layers.global_pooling_2d import GlobalPooling2D
 
@@ -69,6 +77,11 @@ class FeatureExtractor(keras.layers.Layer):
         safe_mode: refuse a model file (as `backbone` or `weights`) that holds
             Python code, such as a `Lambda` layer. Pass `False` only for files
             you trust.
+        lora: a `kerastl.freeze.LoRA` policy: low-rank adapters on the
+            backbone's convolutions and dense layers (depthwise and separable
+            ones included). The adapted layers' own weights never train; the
+            adapters train whatever `freeze` says (it still decides what else
+            in the backbone trains). Outputs are unchanged until they train.
 
     Call arguments:
         inputs: image batch `(batch, height, width, channels)`, already in the
@@ -86,11 +99,15 @@ class FeatureExtractor(keras.layers.Layer):
             layer name; `None` otherwise.
         image_shape: `(height, width, channels)` it takes.
         blocks: `[(block name, [layer names])]`, shallow to deep.
+        lora: the `kerastl.freeze.LoRA` policy, or `None`.
 
     `freeze` and `bn` change only through `set_freeze` (or
-    `kerastl.set_freeze`, which also recompiles). `get_config` stores the
-    backbone as a registry name or a serialised model (with any `submodel`
-    already applied) and `weights=None`: a saved model carries its weights.
+    `kerastl.set_freeze`, which also recompiles), `lora` only through
+    `set_lora` and `merge_lora`. `get_config` stores the backbone as a
+    registry name or a serialised model (with any `submodel` already applied,
+    without adapters), `weights=None` (a saved model carries its weights) and
+    the LoRA policy: loading rebuilds the adapted backbone before its weights
+    are read.
 
     Example:
 
@@ -118,6 +135,7 @@ class FeatureExtractor(keras.layers.Layer):
         backbone_kwargs: dict[str, Any] | None = None,
         arch: str = "auto",
         safe_mode: bool = True,
+        lora: LoRA | dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -130,6 +148,7 @@ class FeatureExtractor(keras.layers.Layer):
         self.outputs = list(outputs) if isinstance(outputs, (list, tuple)) else outputs
         self.freeze = get_policy(freeze)
         self.bn = validate_bn(bn)
+        self.lora = get_lora(lora)
         self.submodel = submodel
         self.backbone_kwargs = backbone_kwargs
 
@@ -148,7 +167,10 @@ class FeatureExtractor(keras.layers.Layer):
         )
         if pooling is not None:
             _check_feature_maps(resolved.model, pooling)
-        self.backbone = resolved.model
+        model = resolved.model
+        if self.lora is not None:
+            model = apply_lora(model, self.lora, resolved.blocks)
+        self.backbone = model
         self.spec = resolved.spec
         self.image_shape = resolved.image_shape
         self.blocks = resolved.blocks
@@ -179,8 +201,55 @@ class FeatureExtractor(keras.layers.Layer):
         bn = self.bn if bn is None else validate_bn(bn)
         # A policy that does not fit the backbone raises before anything changes.
         trained = set_trainable(self.backbone, freeze, self.blocks, bn=bn)
+        if self.lora is not None:
+            trained = train_adapters(self.backbone)
         self.freeze, self.bn = freeze, bn
         return trained
+
+    def set_lora(self, lora):
+        """Adds low-rank adapters (a `kerastl.freeze.LoRA`) or, with `None`, removes them.
+
+        The backbone is rebuilt around the same layers: its weights are kept,
+        and new adapters start at zero, so outputs do not change. Adapters
+        already there are dropped, not merged (`kerastl.freeze.merge_lora`
+        keeps what they learned). Works on a built extractor too, but a model
+        holding it keeps the functions it traced (on TensorFlow, `predict`
+        would still run the old backbone): recompile it afterwards (which
+        also makes `fit` train the new set), or, to predict only, call
+        `model.make_predict_function(force=True)`. Returns the layers that
+        train (see `set_freeze`).
+
+        Example:
+
+        ```python
+        inputs = keras.Input((16, 16, 3))
+        x = keras.layers.DepthwiseConv2D(3, name="depthwise")(inputs)
+        extractor = kerastl.FeatureExtractor(keras.Model(inputs, x), arch=None, pooling="avg")
+        print(sorted(extractor.set_lora(kerastl.freeze.LoRA(rank=2))))  # ['depthwise']
+        ```
+        """
+        policy = get_lora(lora)
+        base = remove_adapters(self.backbone) if adapters(self.backbone) else self.backbone
+        # A policy that does not fit the backbone raises before anything changes.
+        model = base if policy is None else apply_lora(base, policy, self.blocks)
+        if model is not self.backbone:
+            _keras_private.replace_sublayer(self, "backbone", model)
+        self.lora = policy
+        return self.set_freeze()
+
+    def merge_lora(self):
+        """Folds the adapters into the backbone's kernels and removes them (`lora` becomes `None`).
+
+        Same outputs (up to float rounding), no adapter variables: what to
+        serve or export. See `kerastl.freeze.merge_lora`.
+        """
+        if self.lora is None:
+            raise ValueError(
+                f"FeatureExtractor {self.name!r} has no LoRA adapters to merge. Received: lora=None"
+            )
+        for wrapper in adapters(self.backbone):
+            wrapper.merge()
+        return self.set_lora(None)
 
     @property
     def fully_frozen(self):
@@ -254,6 +323,9 @@ class FeatureExtractor(keras.layers.Layer):
                 "outputs": self.outputs,
                 "freeze": keras.saving.serialize_keras_object(self.freeze),
                 "bn": self.bn,
+                # Loading adapts the rebuilt backbone again; the adapters' weights travel
+                # with the saved model.
+                "lora": self.lora and keras.saving.serialize_keras_object(self.lora),
                 "submodel": None,  # already applied to the stored backbone
                 "backbone_kwargs": self.backbone_kwargs,
                 # None: not a registry architecture; loading does not look again.
@@ -276,6 +348,7 @@ class FeatureExtractor(keras.layers.Layer):
                 f"model as its backbone, not a file path. Received: backbone={backbone!r}"
             )
         config["freeze"] = get_policy(config["freeze"])
+        config["lora"] = get_lora(config.get("lora"))
         if isinstance(backbone, dict):
             config.setdefault("arch", None)
         return cls(**config)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from kerastl._keras_private import flatten_layers
+from kerastl.freeze.lora import LoRAWrapper
 from kerastl.freeze.policies import is_batchnorm
 from kerastl.layers.feature_extractor import FeatureExtractor
 
@@ -23,7 +24,10 @@ def explain(model_or_layer, optimizer=None, print_fn=print):
 
     Containers (models, `FeatureExtractor`s) are opened: each row is a layer
     that holds weights or does work, named by its path (`"feature_extractor/
-    block_16_project"`). Totals are those of `model.summary()`.
+    block_16_project"`). A layer with LoRA adapters (`kerastl.freeze.LoRA`)
+    has two rows: the layer itself (its frozen weights) and its adapters,
+    named `"<layer>/lora"`, of type `"LoRA(rank=r)"`. Totals are those of
+    `model.summary()`; the table also gives the trainable fraction.
 
     Args:
         model_or_layer: a model or layer.
@@ -68,7 +72,7 @@ def explain(model_or_layer, optimizer=None, print_fn=print):
         rows.append(
             {
                 "name": path,
-                "type": type(layer).__name__,
+                "type": _type_name(layer),
                 "trainable": trains,
                 "bn": _bn_mode(layer, trains, bn_mode) if is_batchnorm(layer) else None,
                 "lr_multiplier": _multiplier(optimizer, trainable_weights),
@@ -100,7 +104,7 @@ def format_table(rows, title=""):
     out += [
         rule,
         f"Total params: {total:,}",
-        f"Trainable params: {trainable:,}",
+        f"Trainable params: {trainable:,} ({_percent(trainable, total)} of the total)",
         f"Non-trainable params: {total - trainable:,}",
     ]
     return "\n".join(out)
@@ -121,6 +125,13 @@ def _walk(layer, path, bn_mode, seen, root=False):
         for child in flatten_layers(layer, include_self=False, recursive=False)
         if not isinstance(child, keras.layers.InputLayer)
     ]
+    if isinstance(layer, LoRAWrapper):
+        # The wrapped layer under its own name, then its adapters.
+        name = "/".join(path + [layer.name])
+        seen.add(id(layer.layer))
+        yield name, layer.layer, bn_mode
+        yield f"{name}/lora", layer, bn_mode
+        return
     if not children or _own_weights(layer):
         yield "/".join(path + [layer.name]), layer, bn_mode
     inner_path = path if root else path + [layer.name]
@@ -128,6 +139,16 @@ def _walk(layer, path, bn_mode, seen, root=False):
         # An extractor's backbone model adds nothing to its layers' names.
         transparent = isinstance(layer, FeatureExtractor) and child is layer.backbone
         yield from _walk(child, inner_path, bn_mode, seen, root=transparent)
+
+
+def _type_name(layer):
+    if isinstance(layer, LoRAWrapper):
+        return f"LoRA(rank={layer.rank})"
+    return type(layer).__name__
+
+
+def _percent(part, total):
+    return f"{100 * part / total:.3g}%" if total else "0%"
 
 
 def _own_weights(layer):

@@ -10,6 +10,7 @@ import numpy as np
 from kerastl._checks import check_bool, check_positive_int, is_finite_number
 from kerastl._keras_private import flatten_layers
 from kerastl.data.image_batches import ImageBatches
+from kerastl.freeze.lora import LoRA
 from kerastl.freeze.policies import FreezePolicy, check_policy, get_policy, validate_bn
 from kerastl.heads.task_head import TaskHead
 from kerastl.layers.feature_extractor import find_extractor
@@ -132,10 +133,14 @@ def fine_tune(
         head_epochs: epochs of phase 1 (0: unfreeze at once).
         lr: peak learning rate of phase 1.
         lr_mult: the head's phase-2 rate over the first block's. 1 gives every
-            layer the same rate.
+            layer the same rate (the default with a `LoRA` policy: adapters
+            start at zero and each needs the full rate).
         layer_decay: instead of `lr_mult`, the `PerLayerLR` decay per block.
-        unfreeze: what trains in phase 2: a `kerastl.freeze` policy, or
-            `"none"` (nothing frozen).
+        unfreeze: what trains in phase 2: a `kerastl.freeze` policy,
+            `"none"` (nothing frozen), or a `kerastl.freeze.LoRA` policy: phase 2
+            then adds low-rank adapters to the backbone (its own weights stay
+            frozen) and trains them with the head; the model keeps them
+            (`kerastl.freeze.merge_lora` folds them in for serving).
         bn: BatchNorm mode in phase 2 (`"frozen"`, `"affine"`, `"train"`);
             `None` keeps the extractor's.
         optimizer: `"adam"`, `"adamw"`, `"sgd"`, `"rmsprop"`, or a Keras
@@ -224,6 +229,9 @@ def fine_tune(
     }
     head_epochs, lr, lr_mult = settings["head_epochs"], settings["lr"], settings["lr_mult"]
     unfreeze, bn = settings["unfreeze"], settings["bn"]
+    if isinstance(unfreeze, LoRA) and given["lr_mult"] is _UNSET and "lr_mult" not in planned:
+        # Adapters start at zero: each needs the full rate, not a block-wise lower one.
+        lr_mult = 1.0
     run = _Run.check(
         model=model,
         epochs=epochs,
@@ -290,6 +298,7 @@ class _Run:
     views: int | None = None
     grid: list | None = None
     head_sweep: object = None
+    lora: object = None
 
     @classmethod
     def check(cls, model, **args):
@@ -330,14 +339,32 @@ class _Run:
         decay = args["layer_decay"]
         if decay is not None and (not is_finite_number(decay) or not 0 < decay <= 1):
             raise ValueError(f"`layer_decay` must be in (0, 1]. Received: layer_decay={decay!r}")
+        lora = None
+        if isinstance(args["unfreeze"], LoRA):
+            # Phase 2 adds adapters (checked now: a policy that adapts nothing raises);
+            # nothing else in the backbone opens.
+            lora, args["unfreeze"] = args["unfreeze"], "all"
+            if extractor.lora != lora:
+                if extractor.lora is not None:
+                    raise ValueError(
+                        f"The model's extractor already has other LoRA adapters "
+                        f"({extractor.lora!r}): merge or remove them first "
+                        f"(`kerastl.freeze.merge_lora`). Received: unfreeze={lora!r}"
+                    )
+                try:
+                    lora.targets(extractor.backbone, extractor.blocks)
+                except ValueError as e:
+                    raise ValueError(
+                        f"{str(e).rsplit(' Received:', 1)[0]} Received: unfreeze={lora!r}"
+                    ) from None
         unfreeze = get_policy(args["unfreeze"])
-        if args["epochs"] > 0 and not unfreeze.asks_for_training():
+        if args["epochs"] > 0 and lora is None and not unfreeze.asks_for_training():
             raise ValueError(
                 f"`unfreeze` opens nothing ({unfreeze!r}), so phase 2 would train the head "
                 f"again; train it with head_epochs instead. Received: unfreeze={unfreeze!r}"
             )
         bn = extractor.bn if args["bn"] is None else validate_bn(args["bn"])
-        if args["epochs"] > 0:
+        if args["epochs"] > 0 and lora is None:
             # Checked now, not after the head phase has run.
             try:
                 check_policy(extractor.backbone, unfreeze, extractor.blocks, bn)
@@ -429,6 +456,7 @@ class _Run:
                 "warmup": float(warmup),
                 "label_smoothing": float(smoothing),
                 "grid": grid,
+                "lora": lora,
             },
         )
 
@@ -446,7 +474,7 @@ class _Run:
             "lr": self.lr,
             "lr_mult": self.lr_mult,
             "layer_decay": self.layer_decay,
-            "unfreeze": keras.saving.serialize_keras_object(self.unfreeze),
+            "unfreeze": keras.saving.serialize_keras_object(self.lora or self.unfreeze),
             "bn": self.bn,
             "schedule": self.schedule,
             "warmup": self.warmup,
@@ -572,6 +600,8 @@ class _Run:
             peak = self.lr
             optimizer = self._optimizer(make_schedule(self.schedule, peak, steps, self.warmup))
         else:
+            if self.lora is not None and self.extractor.lora != self.lora:
+                self.extractor.set_lora(self.lora)  # adapters at zero: outputs unchanged
             change_freeze(self.model, self.unfreeze, bn=self.bn)
             peak = self.lr / 2
             inner = self._optimizer(make_schedule(self.schedule, peak, steps, self.warmup))
