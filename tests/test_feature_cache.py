@@ -336,3 +336,37 @@ def test_views_and_sweep_bad_input(photos):
         kerastl.fine_tune(
             model, (x, y), (x, y), epochs=0, head_epochs=1, head_sweep=True, callbacks=callbacks
         )
+
+
+def test_the_disk_cache_key_runs_nothing_and_sees_a_user_layers_code(photos, tmp_path):
+    """Found on disk, the cache costs no call of the model (no trace, no compilation);
+    a layer class of the user's own is keyed by its code, which no config shows."""
+    x, y = _data(photos)
+    model = _model(photos)
+    first = kerastl.cache_features(model, (x, y), batch_size=6, cache_dir=tmp_path, verbose=0)
+    front, _, _ = feature_cache.cacheable(model)
+    calls = []
+    original = front.predict_on_batch
+    front.predict_on_batch = lambda *a, **k: calls.append(1) or original(*a, **k)
+    fingerprint = "data"
+    assert feature_cache._key(front, fingerprint) == feature_cache._key(front, fingerprint)
+    assert calls == []
+    again = kerastl.cache_features(model, (x, y), batch_size=6, cache_dir=tmp_path, verbose=0)
+    assert again.reused and again.key == first.key
+
+    namespace = {"keras": keras, "__name__": "user_layers"}
+    source = (
+        "class Scale(keras.layers.Layer):\n    def call(self, x):\n        return x * {factor}\n"
+    )
+    codes = []
+    for factor in (1, 2):
+        exec(compile(source.format(factor=factor), f"<scale_{factor}>", "exec"), namespace)
+        codes.append(feature_cache._code_of(namespace["Scale"]))
+    assert codes[0] != codes[1]  # no source kept for exec'd code: its bytecode
+    assert feature_cache._code_of(keras.layers.Dense) == ""
+    assert "return x * 2" in feature_cache._code_of(_Doubling)
+
+
+class _Doubling(keras.layers.Layer):
+    def call(self, x):
+        return x * 2

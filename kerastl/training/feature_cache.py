@@ -17,7 +17,9 @@ cache; a file that does not match its recorded checksum is rebuilt, never used.
 
 import dataclasses
 import hashlib
+import inspect
 import json
+import marshal
 import math
 import os
 
@@ -26,6 +28,7 @@ import numpy as np
 
 from kerastl._checks import check_positive_int
 from kerastl._keras_private import flatten_layers
+from kerastl._version import __version__
 from kerastl.data.image_batches import ImageBatches
 from kerastl.files.archive import replace_atomically
 from kerastl.files.directories import prepare_directory
@@ -195,8 +198,7 @@ def features_of(front, data, *, batch_size=32, cache_dir=None, views=None, verbo
     batches, fingerprint = _batches(data, batch_size, identify=store is not None)
     key = None
     if store is not None and fingerprint is not None:
-        # The key's probe runs in inference mode: the same output every time.
-        key = _key(front, f"{fingerprint}|augmented={passes if augment else 0}", batches[0][0][:1])
+        key = _key(front, f"{fingerprint}|augmented={passes if augment else 0}")
         found = store.read(key)
         if found is not None:
             return _with_views(found, views, augment)
@@ -474,17 +476,23 @@ def _dataset_fingerprint(data):
     return digest.hexdigest()
 
 
-def _key(front, fingerprint, probe):
-    """What the features depend on: the layers' kinds and settings, all weights, the data.
+def _key(front, fingerprint):
+    """What the features depend on: the layers' kinds, settings and code, all weights, the data.
 
     Layer names are left out (Keras generates them, so two equal models differ
-    there); the front's output on the data's first image adds what no setting
-    shows.
+    there). A layer class of the user's own (not Keras' nor kerastl's) adds its
+    source code, so editing it invalidates the cache; Keras' and kerastl's
+    layers are their versions. Nothing runs the model: a disk cache found costs
+    no trace or compilation.
     """
     digest = hashlib.sha256()
-    digest.update(f"kerastl-feature-cache-{_FORMAT}|{keras.config.backend()}".encode())
+    digest.update(
+        f"kerastl-feature-cache-{_FORMAT}|{keras.config.backend()}|keras {keras.__version__}|"
+        f"kerastl {__version__}".encode()
+    )
     for layer in flatten_layers(front, include_self=False, recursive=True):
         digest.update(type(layer).__name__.encode())
+        digest.update(_code_of(type(layer)).encode())
         if not flatten_layers(layer, include_self=False, recursive=False):
             try:
                 config = {k: v for k, v in layer.get_config().items() if k != "name"}
@@ -493,9 +501,26 @@ def _key(front, fingerprint, probe):
             digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for weight in front.weights:
         _update(digest, np.asarray(keras.ops.convert_to_numpy(weight.value)))
-    _update(digest, np.asarray(front.predict_on_batch(probe)))
     digest.update(fingerprint.encode())
     return digest.hexdigest()
+
+
+def _code_of(cls):
+    """The source of a user's layer class (and its own bases); `""` for Keras' and kerastl's."""
+    parts = []
+    for klass in cls.__mro__:
+        module = klass.__module__ or ""
+        if module.split(".")[0] in ("keras", "kerastl", "builtins", "tensorflow", "torch", "jax"):
+            continue
+        try:
+            parts.append(inspect.getsource(klass))
+        except (OSError, TypeError):  # defined where no source is kept: its bytecode
+            parts.append(f"{module}.{klass.__qualname__}")
+            for name, member in sorted(vars(klass).items()):
+                code = getattr(getattr(member, "__func__", member), "__code__", None)
+                if code is not None:
+                    parts.append(f"{name}:{marshal.dumps(code).hex()}")
+    return "\n".join(parts)
 
 
 def _update(digest, array):
