@@ -52,6 +52,15 @@ def _positive_float(text):
     return value
 
 
+def _folds(text):
+    value = _non_negative_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected an int >= 2 (train on some, test on one), got {value}"
+        )
+    return value
+
+
 def _common(parser):
     parser.add_argument(
         "--backend",
@@ -103,7 +112,8 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="kerastl",
         description="Transfer learning on images with Keras 3 (TensorFlow, JAX or PyTorch).",
-        epilog="example:\n  kerastl demo\n  kerastl train photos/ --epochs 5 --out pets.keras",
+        epilog="example:\n  kerastl demo\n  kerastl rank photos/\n"
+        "  kerastl train photos/ --epochs 5 --out pets.keras",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(parser)
@@ -163,6 +173,56 @@ def build_parser():
     lr_find.add_argument("--steps", type=_positive_int, default=100)
     lr_find.add_argument("--plot", help="write the loss-vs-rate curve to this PNG")
 
+    rank = _subparser(
+        subparsers,
+        "rank",
+        "rank candidate backbones on a folder of class folders (LogME, linear probe), "
+        "without fine-tuning any",
+        "kerastl rank photos/ --candidates mobilenet_v2 efficientnet_b0 resnet50 --folds 5",
+    )
+    rank.add_argument("data_dir", help="a folder of class folders: DATA_DIR/<class>/<image>")
+    rank.add_argument(
+        "--candidates",
+        nargs="+",
+        action="extend",
+        metavar="NAME_OR_FILE",
+        help="registry names (`kerastl backbones`) and .keras / .h5 model files; default: "
+        "mobilenet_v2 efficientnet_b0 resnet50 densenet121 convnext_tiny",
+    )
+    rank.add_argument(
+        "--weights",
+        help="weights of the registry-name candidates: imagenet (downloaded or from the Keras "
+        "cache; the default), none, or a weights file (one registry candidate); model files "
+        "bring their own",
+    )
+    rank.add_argument(
+        "--input-recipe",
+        choices=("auto", "caffe", "tf", "torch", "none"),
+        default="auto",
+        help="the input recipe of model files whose architecture kerastl does not know "
+        "(none: the model rescales raw 0..255 pixels itself); registry names use their own",
+    )
+    rank.add_argument(
+        "--image-size",
+        type=_positive_int,
+        help="build registry candidates at this size and feed it to models of any size; "
+        "default: each candidate's own",
+    )
+    rank.add_argument(
+        "--folds", type=_folds, default=5, help="cross-validation folds of the linear probe"
+    )
+    rank.add_argument(
+        "--criterion",
+        choices=("logme", "probe_accuracy"),
+        default="logme",
+        help="what the ranking and the recommendation follow",
+    )
+    rank.add_argument(
+        "--cache-dir", help="keep the features here: a second run on the same data reads them"
+    )
+    rank.add_argument("--batch-size", type=_positive_int, default=32)
+    rank.add_argument("--seed", type=_non_negative_int, default=0, help="the folds' split")
+
     export = _subparser(
         subparsers,
         "export",
@@ -212,6 +272,14 @@ def check_paths(args):
     for path in getattr(args, "images", None) or []:
         if not os.path.exists(path):
             return f"image {path!r} does not exist"
+    for name in getattr(args, "candidates", None) or []:
+        looks_like_a_file = os.path.sep in name or name.endswith((".keras", ".h5"))
+        if looks_like_a_file and not os.path.isfile(name):
+            problem = "is a directory, not a file" if os.path.isdir(name) else "does not exist"
+            return f"--candidates: model file {name!r} {problem}"
+    cache_dir = getattr(args, "cache_dir", None)
+    if cache_dir is not None and os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        return f"--cache-dir {cache_dir!r} is a file, not a directory"
     return None
 
 

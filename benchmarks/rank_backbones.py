@@ -1,7 +1,7 @@
 """Does `rank_backbones` order backbones as fine-tuning them would, on a small real task?
 
 The task: handwritten digits 5-9 (scikit-learn's `load_digits`, 8x8 scans upscaled
-to 32x32) from `--per-class` labelled images per class; about 420 other images of
+to 32x32) from `--per-class` labelled images per class; 348 other images of
 5-9 are held out to test on. The candidates are one small CNN architecture (3 conv /
 BatchNorm / ReLU / max-pool blocks) at several widths and pretrainings, from
 useless to good:

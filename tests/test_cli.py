@@ -155,6 +155,42 @@ def test_backbones_lr_find_and_export(workspace, trained):
     assert json.loads(stdout)["format"] == fmt and target.exists()
 
 
+def test_rank_compares_model_files_and_reuses_cached_features(workspace):
+    narrow = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+            keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+        ],
+        name="narrow",
+    )
+    narrow.save(workspace / "narrow.keras")
+    args = ["rank", workspace / "data", "--candidates", workspace / "backbone.keras"]
+    args += [workspace / "narrow.keras", "--input-recipe", "none", "--folds", 2]
+    args += ["--cache-dir", workspace / "rank_cache"]
+    code, stdout, stderr = kerastl_command(*args)
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0].startswith("24 images in 2 classes (seven, three); 2 candidates"), stdout
+    header = next(i for i, line in enumerate(lines) if "LogME" in line)
+    assert "probe acc" in lines[header] and "images/s" in lines[header]
+    assert lines[header + 1].startswith("*    1  ") and "32x32 none" in lines[header + 1]
+    assert lines[header + 2].startswith("     2  ")
+    assert "2-fold stratified cross-validation" in stdout and "Recommended: " in lines[-1]
+    # Again with --json: the features come back from --cache-dir (an unshuffled dataset).
+    code, stdout, stderr = kerastl_command(*args, "--json")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    rows = result["rows"]
+    assert sorted(row["backbone"] for row in rows) == ["backbone.keras", "narrow.keras"]
+    assert [row["rank"] for row in rows] == [1, 2] and result["best"] == rows[0]
+    assert result["criterion"] == "logme" and rows[0]["logme"] >= rows[1]["logme"]
+    assert result["n_images"] == 24 and result["classes"] == CLASSES and result["folds"] == 2
+    assert all(row["cached"] and 0 <= row["probe_accuracy"] <= 1 for row in rows)
+    assert result["recommendation"] in lines[-1]  # the text run's own recommendation
+
+
 def test_errors_are_one_line_with_the_exit_code(workspace):
     data = workspace / "data"
     one_class = workspace / "one_class"
@@ -169,6 +205,8 @@ def test_errors_are_one_line_with_the_exit_code(workspace):
         (("predict", workspace / "missing.keras", not_an_image), 2, "does not exist"),
         (("train", one_class), 1, "1 class folder"),
         (("train", data, "--backbone", "mobilenet_v9"), 2, "unknown backbone"),
+        (("rank", data, "--folds", "1"), 2, "--folds"),
+        (("rank", data, "--candidates", workspace / "gone.keras"), 2, "gone.keras"),
         (("info", corrupt), 1, "corrupt.keras"),
     ]
     for args, expected, text in cases:

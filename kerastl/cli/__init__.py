@@ -1,10 +1,11 @@
-"""The `kerastl` command: train, predict, inspect and export without writing Python.
+"""The `kerastl` command: rank, train, predict, inspect and export without writing Python.
 
     kerastl train DATA_DIR --backbone mobilenet_v2 --epochs 5 --out model.keras
     kerastl predict model.keras photo.jpg more_photos/
     kerastl info model.keras
     kerastl backbones "efficientnet*"
     kerastl lr-find DATA_DIR --backbone mobilenet_v2
+    kerastl rank DATA_DIR --candidates mobilenet_v2 efficientnet_b0 resnet50
     kerastl export model.keras --format onnx --out model.onnx
     kerastl demo
 
@@ -32,6 +33,7 @@ HANDLERS = {
     "info": commands.info,
     "backbones": commands.backbones,
     "lr-find": commands.lr_find,
+    "rank": commands.rank,
     "export": commands.export,
     "demo": demo.run,
 }

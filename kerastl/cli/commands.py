@@ -1,7 +1,9 @@
 """The subcommands: each takes the parsed arguments and an `Output`, returns a JSON-able dict."""
 
+import contextlib
 import fnmatch
 import os
+import sys
 
 import keras
 
@@ -10,6 +12,7 @@ from kerastl.backbones.registry import get_backbone, list_backbones
 from kerastl.cli.output import UsageError
 from kerastl.data import IMAGE_EXTENSIONS
 from kerastl.training.plots import PlotDependencyError
+from kerastl.training.ranking import DEFAULT_CANDIDATES
 
 # --- arguments checked against the file system and the registry -------------------------
 
@@ -275,3 +278,120 @@ def export(args, out):
     path = kerastl.export(model, args.out, format=args.format)
     out.say(f"exported {args.model} as {args.format}: {path or args.out}")
     return {"model": args.model, "format": args.format, "path": str(path or args.out)}
+
+
+# --- rank ---------------------------------------------------------------------------
+
+
+def _rank_candidates(args):
+    """`{name: registry name or FeatureExtractor}`, and the registry names among them.
+
+    Model files are opened here, once: their input size decides the size the images
+    are read at. They are named by their file name, as `rank_backbones` names them.
+    """
+    candidates, registry = {}, []
+    for name in args.candidates or DEFAULT_CANDIDATES:
+        name = backbone_argument(name)
+        if name in list_backbones():
+            spec = get_backbone(name)
+            if not spec.supports():
+                raise UsageError(
+                    f"backbone {name!r} does not run on the {keras.config.backend()} backend "
+                    f"(it runs on {', '.join(spec.backends)}); leave it out of --candidates"
+                )
+            key, value = name, name
+            registry.append(name)
+        else:
+            key, value = os.path.basename(name), kerastl.FeatureExtractor(name)
+        unique, i = key, 1
+        while unique in candidates:
+            i += 1
+            unique = f"{key}_{i}"
+        candidates[unique] = value
+    return candidates, registry
+
+
+def _rank_image_size(args, candidates):
+    """`(height, width)` the images are read at: the largest any candidate is fed."""
+    sizes = []
+    for name, value in candidates.items():
+        if isinstance(value, str):
+            spec = get_backbone(value)
+            if args.image_size is not None and args.image_size < spec.min_size:
+                raise UsageError(
+                    f"--image-size {args.image_size} is below the smallest input of {name!r} "
+                    f"({spec.min_size})"
+                )
+            size = args.image_size or spec.default_size
+            sizes.append((size, size))
+        elif None not in value.image_shape[:2]:
+            sizes.append(tuple(value.image_shape[:2]))  # a fixed input size: its own
+        elif args.image_size is not None:
+            sizes.append((args.image_size, args.image_size))
+    if not sizes:
+        raise UsageError("the candidates take images of any size: give one with --image-size")
+    return max(h for h, _ in sizes), max(w for _, w in sizes)
+
+
+def rank(args, out):
+    directory = existing_directory(args.data_dir, "DATA_DIR")
+    class_folders(directory)
+    candidates, registry = _rank_candidates(args)
+    weights = "imagenet"
+    if args.weights == "none":
+        weights = None
+    elif args.weights not in (None, "imagenet"):
+        weights = existing_file(args.weights, "weights file")
+        if len(registry) != 1:
+            raise UsageError(
+                f"--weights {args.weights!r} is the weights file of one backbone, but "
+                f"{len(registry)} candidates are registry names"
+            )
+    mode = None if args.input_recipe == "auto" else args.input_recipe
+    unknown = [
+        name
+        for name, value in candidates.items()
+        if not isinstance(value, str) and (value.spec is None or not value.spec.preprocessing)
+    ]
+    if unknown and mode is None:
+        raise UsageError(
+            f"the input recipe of {', '.join(unknown)} is unknown (not a registry "
+            "architecture): pass --input-recipe caffe, tf, torch or none"
+        )
+    size = _rank_image_size(args, candidates)
+    # Unshuffled: the same files in the same order fingerprint the same, so --cache-dir
+    # finds the features again on the next run.
+    data = kerastl.data.from_directory(
+        directory, image_size=size, batch_size=args.batch_size, shuffle=False
+    )
+    out.say(
+        f"{len(data.images)} images in {len(data.class_names)} classes "
+        f"({', '.join(data.class_names)}); {len(candidates)} candidates, "
+        f"backend {keras.config.backend()}"
+    )
+    # Under --json, stdout is the document's: a weights download's progress goes to stderr.
+    redirect = contextlib.redirect_stdout(sys.stderr) if out.as_json else contextlib.nullcontext()
+    with redirect:
+        ranking = kerastl.rank_backbones(
+            data,
+            candidates,
+            weights=weights,
+            image_size=args.image_size,
+            mode=mode,
+            folds=args.folds,
+            criterion=args.criterion,
+            batch_size=args.batch_size,
+            cache_dir=args.cache_dir,
+            seed=args.seed,
+            verbose=out.verbose,  # 0 under --json; progress bars on a terminal only
+        )
+    return {
+        "rows": ranking.rows,
+        "best": ranking.best,
+        "criterion": ranking.criterion,
+        "recommendation": ranking.recommendation(),
+        "n_images": ranking.n_images,
+        "classes": list(data.class_names),
+        "folds": ranking.folds,
+        "backend": keras.config.backend(),
+    }

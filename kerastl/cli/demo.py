@@ -108,6 +108,16 @@ def run(args, out):
     os.makedirs(args.out, exist_ok=True)
     imagenet = args.weights == "imagenet"
     size, channels = (96, 3) if imagenet else (32, 1)
+    if imagenet:  # before any work: offline without them, the answer comes at once
+        out.say("MobileNetV2 with ImageNet weights (from the Keras cache directory)")
+        try:
+            extractor = kerastl.FeatureExtractor(
+                "mobilenet_v2", weights="imagenet", input_shape=(size, size, 3), pooling="avg"
+            )
+        except kerastl.WeightsDownloadError as e:
+            raise UsageError(
+                f"--weights imagenet needs MobileNetV2's weights in the Keras cache directory ({e})"
+            ) from None
     images, labels = digits(size, channels)
     old, new = labels < 5, labels >= 5
     per_class = 10
@@ -127,15 +137,6 @@ def run(args, out):
 
     # 1. The pretrained network: digits 0-4 with every label, or ImageNet's.
     if imagenet:
-        out.say("MobileNetV2 with ImageNet weights (from the Keras cache directory)")
-        try:
-            extractor = kerastl.FeatureExtractor(
-                "mobilenet_v2", weights="imagenet", input_shape=(size, size, 3), pooling="avg"
-            )
-        except kerastl.WeightsDownloadError as e:
-            raise UsageError(
-                f"--weights imagenet needs MobileNetV2's weights in the Keras cache directory ({e})"
-            ) from None
         preprocessing = kerastl.preprocessing.pipeline(extractor, resize=False)
         source = "ImageNet"
     else:
