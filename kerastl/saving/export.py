@@ -71,12 +71,22 @@ def export(
     path = _check_path(path, format)
     backend = keras.config.backend()
     check_available(format, backend)
-    probe = _call_once(model)
-    fixed = format == "onnx" and backend == "jax" and "input_signature" not in kwargs
+    shapes = _input_shapes(model)
+    if shapes is not None and not getattr(model, "_called", True):
+        # Keras' ONNX export refuses a model that was never called, and a model just
+        # loaded from a file never was: one call on zeros.
+        model(_inputs(model, shapes, np.zeros, batch=1), training=False)
+    fixed = (
+        format == "onnx"
+        and backend == "jax"
+        and shapes is not None
+        and "input_signature" not in kwargs
+    )
     if fixed:
         # jax2onnx cannot trace a resize to a size unknown until run time: fix the
         # input at the size the model was probed with (the backbone's).
-        kwargs["input_signature"] = _fixed_signature(model, probe, batch=None)
+        kwargs["input_signature"] = _fixed_signature(model, shapes, batch=None)
+    batch = 2  # what the ONNX check runs
     with archive.staging_dir(path) as work:
         # In a folder of its own: `path` may have any name, the lock file's included.
         staged = os.path.join(work, "artifact", os.path.basename(path))
@@ -88,18 +98,19 @@ def export(
                 if not (fixed and "Symbolic dimension" in str(e)):
                     raise
                 # ... nor a resize whose batch is unknown until run time.
-                kwargs["input_signature"] = _fixed_signature(model, probe, batch=1)
+                batch = 1
+                kwargs["input_signature"] = _fixed_signature(model, shapes, batch=batch)
                 warnings.warn(
                     "jax2onnx cannot export this model's in-model resize for a variable "
-                    f"batch size: the ONNX file takes batches of 1 image of shape {probe[0]}. "
+                    f"batch size: the ONNX file takes batches of 1 image of shape {shapes[0]}. "
                     "Pass `input_signature=[keras.InputSpec(shape=(N, ...))]` for another "
                     "batch size, or export on the torch or TensorFlow backend for a "
                     "variable one.",
                     stacklevel=2,
                 )
                 model.export(staged, format=format, verbose=False, **kwargs)
-            if format == "onnx":
-                _check_onnx_runs(staged, model, probe, backend, kwargs.get("input_signature"))
+            if format == "onnx" and shapes is not None:
+                _check_onnx_runs(staged, model, shapes, backend, batch)
         except ImportError as e:  # a dependency of a dependency
             raise ExportDependencyError(
                 f"Exporting format={format!r} on the {backend} backend failed on a missing "
@@ -109,42 +120,46 @@ def export(
     return path
 
 
-def _call_once(model):
-    # Keras' ONNX export refuses a model that was never called, and a model just
-    # loaded from a file never was: one call on zeros of its input shape.
+def _input_shapes(model):
+    """Each input's shape without the batch, sizes unknown until run time filled in.
+
+    A model that takes any image size is probed at its backbone's size. `None`
+    for a model with no symbolic inputs (subclassed): Keras' own export handles it.
+    """
     if not getattr(model, "inputs", None):
-        raise ValueError(
-            f"`model` must be built (called once, or functional) to be exported. "
-            f"Received: model={model!r}"
-        )
-    batch = []
+        return None
+    shapes = []
     for tensor in model.inputs:
         shape = tuple(tensor.shape)[1:]
         if None in shape:
             shape = _first_fixed_shape(model, len(shape)) or tuple(d or 64 for d in shape)
-        batch.append(np.zeros((1,) + shape, dtype=tensor.dtype))
-    if not getattr(model, "_called", True):
-        model(batch[0] if len(batch) == 1 else batch, training=False)
-    return [x.shape[1:] for x in batch]
+        shapes.append(shape)
+    return shapes
 
 
-def _check_onnx_runs(file, model, shapes, backend, signature):
+def _inputs(model, shapes, make, batch):
+    """`make((batch, *shape))` for each input, as the model takes them (one, or a list)."""
+    arrays = [
+        make((batch,) + tuple(shape)).astype(tensor.dtype)
+        for tensor, shape in zip(model.inputs, shapes, strict=True)
+    ]
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
+def _check_onnx_runs(file, model, shapes, backend, batch):
     # Some converters write files onnxruntime refuses (jax2onnx 0.17's MaxPool):
     # run the file once and compare with Keras before it replaces anything.
     try:
         import onnxruntime
     except ImportError:
         return
-    batch = 1 if signature is not None and signature[0].shape[0] == 1 else 2
     rng = np.random.default_rng(0)
-    inputs = [
-        (rng.uniform(0, 1, (batch,) + tuple(shape)) * 255).astype(tensor.dtype)
-        for tensor, shape in zip(model.inputs, shapes, strict=True)
-    ]
+    inputs = _inputs(model, shapes, lambda shape: rng.uniform(0, 255, shape), batch)
     others = " or ".join(f"`KERAS_BACKEND={b}`" for b in ("torch", "tensorflow") if b != backend)
     try:
         session = onnxruntime.InferenceSession(file, providers=["CPUExecutionProvider"])
-        feed = {spec.name: x for spec, x in zip(session.get_inputs(), inputs, strict=True)}
+        arrays = inputs if isinstance(inputs, list) else [inputs]
+        feed = {spec.name: x for spec, x in zip(session.get_inputs(), arrays, strict=True)}
         got = session.run(None, feed)[0]
     except Exception as e:
         raise RuntimeError(
@@ -153,7 +168,7 @@ def _check_onnx_runs(file, model, shapes, backend, signature):
             f"under {others} and export again. "
             "Received: format='onnx'"
         ) from e
-    want = keras.ops.convert_to_numpy(model(inputs[0] if len(inputs) == 1 else inputs))
+    want = keras.ops.convert_to_numpy(model(inputs))
     if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-4):
         raise RuntimeError(
             f"The ONNX file the {backend} backend's converter wrote computes other values "
