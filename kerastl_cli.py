@@ -14,6 +14,9 @@ import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
+# `--input-recipe`: the registry's recipes, `auto` (the backbone's own) and `none` (raw 0..255).
+INPUT_RECIPES = ("auto", "caffe", "tf", "torch", "none")
+
 
 def _non_negative_int(text):
     try:
@@ -97,7 +100,7 @@ def _training_arguments(parser):
     )
     parser.add_argument(
         "--input-recipe",
-        choices=("auto", "caffe", "tf", "torch", "none"),
+        choices=INPUT_RECIPES,
         default="auto",
         help="how the backbone wants its pixels: auto (a registry or recognised "
         "architecture's own) or given, for a model file (none: raw 0..255)",
@@ -197,7 +200,7 @@ def build_parser():
     )
     rank.add_argument(
         "--input-recipe",
-        choices=("auto", "caffe", "tf", "torch", "none"),
+        choices=INPUT_RECIPES,
         default="auto",
         help="the input recipe of model files whose architecture kerastl does not know "
         "(none: the model rescales raw 0..255 pixels itself); registry names use their own",
