@@ -309,6 +309,55 @@ def test_head_sweep_rates_and_decays_reach_each_head(photos):
     assert alone["val_loss"] == pytest.approx(free["val_loss"], rel=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["hidden_batchnorm", "gem_on_a_map"])
+def test_every_head_of_a_sweep_trains_as_it_would_alone(photos, kind):
+    """Hidden layers and BatchNormalization (one variable per weight, a head axis) and
+    GeM on a feature map (one copy per head): each head's weights, rate and decay."""
+    from kerastl.training.head_sweep import train_heads
+
+    rng = np.random.default_rng(0)
+    if kind == "gem_on_a_map":
+        features = rng.uniform(0.1, 2.0, (12, 3, 3, 4)).astype("float32")
+        head = kerastl.heads.TaskHead("multiclass", 3, pooling="gem")
+    else:
+        features = rng.normal(size=(12, 6)).astype("float32")
+        head = kerastl.heads.TaskHead("multiclass", 3, hidden=(5,), batchnorm=True)
+    y = np.arange(12) % 3
+    keras.utils.set_random_seed(0)
+    head.build(features.shape)
+    start = [keras.ops.convert_to_numpy(w) for w in head.weights]
+
+    def sweep(grid):
+        for variable, value in zip(head.weights, start, strict=True):
+            variable.assign(value)
+        found = train_heads(
+            head,
+            (features, y),
+            (features, y),
+            grid,
+            epochs=3,
+            batch_size=4,
+            make_optimizer=lambda lr: keras.optimizers.SGD(lr, momentum=0.9),
+            loss=head.default_loss(),
+            shuffle=False,
+        )
+        return found, [keras.ops.convert_to_numpy(w) for w in head.weights]
+
+    grid = [(1e-9, 0.0), (0.1, 0.5), (0.3, 0.0)]
+    together, _ = sweep(grid)
+    # The 1e-9 head has not moved; the others have.
+    assert abs(together.results[0]["val_loss"] - together.results[2]["val_loss"]) > 0.01
+    for entry, result in zip(grid, together.results, strict=True):
+        alone, weights = sweep([entry])
+        assert alone.results[0]["val_loss"] == pytest.approx(result["val_loss"], rel=1e-4)
+        assert alone.results[0]["loss"] == pytest.approx(result["loss"], rel=1e-4)
+    # The kept head's weights are those it trained to (here, alone with the best entry).
+    best = together.results.index(together.best)
+    kept = sweep(grid)[1]
+    for a, b in zip(kept, sweep([grid[best]])[1], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_views_and_sweep_bad_input(photos):
     x, y = _data(photos)
     model = _model(photos)

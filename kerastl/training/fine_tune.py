@@ -507,6 +507,7 @@ class _Run:
                 )
         phases = [(0, self.head_epochs), (1, self.epochs)]
         start = 0
+        on_cache = None  # (head model, validation features) of a head phase on the cache
         for phase, count in phases:
             end = start + count
             if count == 0 or state["epochs_done"] >= end:
@@ -520,6 +521,7 @@ class _Run:
                 cached = self._cached(train, validation, train.steps * count, state["epochs_done"])
                 if cached is not None:
                     trainer, fit_data, validation_data = cached
+                    on_cache = (trainer, validation_data)
             if resume is not None:
                 # The optimizer state of a checkpoint belongs to the phase it was written
                 # in. In the head phase it is the head's alone, on the cache or not: the
@@ -575,7 +577,21 @@ class _Run:
             self._compile(last, train.steps * (self.epochs if last else self.head_epochs))
             checkpoints.restore(self.model, resume[1], optimizer=False)
         final = None
-        if validation is not None:
+        swept = on_cache is not None and self.grid is not None
+        if validation is not None and swept and not self.epochs:
+            # The kept head's last validation figures are those of the model now.
+            best = state["sweep"]["best"]
+            final = {"loss": best["val_loss"]}
+            final.update({m.name: best[f"val_{m.name}"] for m in self.head.default_metrics()})
+            self._report(final, "After training")
+        elif validation is not None and on_cache is not None and not self.epochs:
+            # The run ended on the cache: the same figures from the validation features,
+            # without running the backbone over the validation images again.
+            trainer, (features, labels) = on_cache
+            final = self._evaluate_arguments(
+                trainer, {"x": features, "y": labels}, "After training"
+            )
+        elif validation is not None:
             final = self._evaluate(validation, "After training")
         history = state["history"]
         count = len(next(iter(history.values()), []))
@@ -746,10 +762,13 @@ class _Run:
     def _evaluate_arguments(self, model, arguments, label):
         results = model.evaluate(**arguments, verbose=0, return_dict=True)
         results = {key: float(value) for key, value in results.items()}
+        self._report(results, label)
+        return results
+
+    def _report(self, results, label):
         if self.verbose:
             shown = ", ".join(f"{key} {value:.4f}" for key, value in results.items())
             print(f"{label}: {shown}")
-        return results
 
 
 class _Recorder(keras.callbacks.Callback):

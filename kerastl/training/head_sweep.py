@@ -2,15 +2,15 @@
 
 The backbone's features are computed once (`kerastl.cache_features`); every
 head of the grid is a copy of the model's head (same layers, same starting
-weights) reading the same batch of features, so a sweep of 8 heads costs about
-what one head costs: the step is dominated by moving the batch, not by a few
-thousand weights. Each head has its own loss (the total is their sum, so no
-head's gradient depends on another's), its own learning rate (a `PerLayerLR`
-multiplier) and its own weight decay, an L2 penalty `wd / 2 * |W|^2` on its
-kernels (the regularisation that the linear probes of CLIP and DINOv2 sweep).
-The head with the best validation score (accuracy, then loss; loss for
-regression) is copied into the model's head, as DINOv2's linear evaluation
-keeps the best of its grid.
+weights) reading the same batch of features. The copies are one layer whose
+weights carry a leading head axis, so the traced step of 8 heads is about the
+size of one head's. The loss is the sum of the heads' losses (no head's
+gradient depends on another's); each head's learning rate scales its slice of
+the optimizer's step (`PerLayerLR`), and its weight decay is an L2 penalty
+`wd / 2 * |W|^2` on its kernels (the regularisation that the linear probes of
+CLIP and DINOv2 sweep). The head with the best validation score (accuracy,
+then loss; loss for regression) is copied into the model's head, as DINOv2's
+linear evaluation keeps the best of its grid.
 """
 
 import dataclasses
@@ -18,6 +18,7 @@ import itertools
 import math
 
 import keras
+import numpy as np
 
 from kerastl._checks import check_positive_int, is_finite_number
 from kerastl.heads.task_head import TaskHead
@@ -149,41 +150,42 @@ def train_heads(
         A `HeadSweep`.
     """
     check_positive_int(epochs, "epochs")
-    names = [f"sweep_{i}" for i in range(len(grid))]
+    count = len(grid)
+    names = [f"sweep_{i}" for i in range(count)]
     features = train[0] if isinstance(train, tuple) else None
     shape = (features.shape[1:]) if features is not None else train.feature_shape
-    heads = []
-    for name, (_, decay) in zip(names, grid, strict=True):
-        copy = TaskHead.from_config({**head.get_config(), "name": name})
-        if decay:
-            for dense in copy.dense_layers:
-                # An L2 penalty decay / 2 * |W|^2: its gradient is decay * W.
-                dense.kernel_regularizer = keras.regularizers.L2(decay / 2)
-        heads.append(copy)
-    inputs = keras.Input(shape, name="features")
-    # One output, (batch, heads, ...): Keras' per-output bookkeeping for 8 outputs costs
-    # more than the 8 heads themselves.
-    model = keras.Model(inputs, _Stacked(heads)(inputs), name=f"{head.name}_sweep")
-    start = [keras.ops.convert_to_numpy(w) for w in head.weights]
-    for copy in heads:  # every head starts where the model's head is: only the grid differs
-        for variable, value in zip(copy.weights, start, strict=True):
-            variable.assign(value)
     top = max(lr for lr, _ in grid)
-    optimizer = PerLayerLR(
-        make_optimizer(top),
-        multipliers={name: lr / top for name, (lr, _) in zip(names, grid, strict=True)},
-    )
-    loss = keras.losses.get(loss)
-    metrics = []
-    for i, name in enumerate(names):
-        metrics.append(_HeadLoss(loss, i, name=f"{name}_loss"))
-        metrics.extend(
-            keras.metrics.MeanMetricWrapper(
-                _of_head(_per_sample(metric), i), name=f"{name}_{metric.name}"
-            )
-            for metric in head.default_metrics()
+    rates = [lr / top for lr, _ in grid]
+    inputs = keras.Input(shape, name="features")
+    if _vectorizable(head, shape):
+        # One variable per kind of weight with a leading head axis: the graph of 8
+        # heads is the graph of one (on TensorFlow, tracing 8 heads' updates cost
+        # more than training them).
+        heads = _VectorHeads(head, [decay for _, decay in grid], name="sweep")
+        optimizer = PerLayerLR(make_optimizer(top))
+    else:  # a pooling with weights of its own (GeM) on a feature map: one copy per head
+        heads = _Stacked(_copies(head, names, grid), name="sweep")
+        optimizer = PerLayerLR(
+            make_optimizer(top), multipliers=dict(zip(names, rates, strict=True))
         )
-    model.compile(optimizer=optimizer, loss=_SumOverHeads(loss, len(grid)), metrics=metrics)
+    loss = keras.losses.get(loss)
+    model = _SweepModel(
+        inputs,
+        heads(inputs),
+        sweep_metrics=_SweepMetrics(loss, head.default_metrics(), names),
+        name=f"{head.name}_sweep",
+    )
+    if isinstance(heads, _VectorHeads):
+        heads.start_from(head)
+        optimizer.build(model.trainable_variables)
+        for variable in heads.trainable_weights:
+            optimizer._scale_slices(variable, rates)
+    else:
+        start = [keras.ops.convert_to_numpy(w) for w in head.weights]
+        for copy in heads.heads:  # every head starts where the model's head is
+            for variable, value in zip(copy.weights, start, strict=True):
+                variable.assign(value)
+    model.compile(optimizer=optimizer, loss=_SumOverHeads(loss, count))
     fit = {"validation_data": validation, "epochs": epochs}
     if isinstance(train, tuple):
         fit.update(x=train[0], y=train[1], batch_size=batch_size, shuffle=shuffle)
@@ -201,8 +203,7 @@ def train_heads(
         results.append(result)
     best = min(range(len(grid)), key=lambda i: _rank(results[i], head, metric_names))
     results[best]["best"] = True
-    for target, source in zip(head.weights, heads[best].weights, strict=True):
-        target.assign(source)
+    heads.copy_to(head, best)
     history = {}
     for key, values in logs.items():
         prefix = f"val_{names[best]}_" if key.startswith("val_") else f"{names[best]}_"
@@ -212,8 +213,154 @@ def train_heads(
     return HeadSweep(results=results, best=results[best], history=history)
 
 
+def _copies(head, names, grid):
+    """One `TaskHead` per grid entry, its weight decay as an L2 penalty on its kernels."""
+    heads = []
+    for name, (_, decay) in zip(names, grid, strict=True):
+        copy = TaskHead.from_config({**head.get_config(), "name": name})
+        if decay:
+            for dense in copy.dense_layers:
+                # An L2 penalty decay / 2 * |W|^2: its gradient is decay * W.
+                dense.kernel_regularizer = keras.regularizers.L2(decay / 2)
+        heads.append(copy)
+    return heads
+
+
+def _vectorizable(head, shape):
+    """Whether `_VectorHeads` can stand for copies of `head` (all but GeM on a map)."""
+    return len(shape) == 1 or head.pooler is None or head.pooler.mode != "gem"
+
+
+class _VectorHeads(keras.layers.Layer):
+    """`len(decays)` copies of a `TaskHead` as one layer: `(batch, heads, outputs)`.
+
+    Every weight of the head (Dense kernels and biases, BatchNormalization's
+    four) is one variable with a leading head axis; the heads share the input
+    and the pooling, and draw their own dropout masks. Head `i`'s kernels carry
+    the L2 penalty `decays[i] / 2 * |W|^2`.
+    """
+
+    def __init__(self, head, decays, **kwargs):
+        super().__init__(dtype=head.dtype_policy, **kwargs)
+        self.count = len(decays)
+        self.decays = [float(d) for d in decays]
+        self.units = [dense.units for dense in head.dense_layers]
+        self.activation = keras.activations.get(head.activation)
+        self.output_activation = head.output_activation
+        self.dropout = head.dropout
+        self.norms = [(n.momentum, n.epsilon) for n in head.norm_layers]
+        self.pooler = None
+        if head.pooler is not None:
+            self.pooler = type(head.pooler).from_config(head.pooler.get_config())
+        self.seed_generator = keras.random.SeedGenerator() if head.dropout else None
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) == 4 and self.pooler is not None:
+            self.pooler.build(shape)
+            shape = self.pooler.compute_output_shape(shape)
+        width = shape[-1] if len(shape) == 2 else math.prod(shape[1:])
+        coefficients = keras.ops.reshape(
+            keras.ops.convert_to_tensor([d / 2 for d in self.decays]), (-1, 1, 1)
+        )
+
+        def penalty(kernel):
+            return keras.ops.sum(coefficients * keras.ops.square(kernel))
+
+        self.layer_weights = []
+        for i, units in enumerate(self.units):
+            weights = {}
+            if self.norms:
+                for kind, init, trainable in (
+                    ("gamma", "ones", True),
+                    ("beta", "zeros", True),
+                    ("moving_mean", "zeros", False),
+                    ("moving_variance", "ones", False),
+                ):
+                    weights[kind] = self.add_weight(
+                        shape=(self.count, width),
+                        initializer=init,
+                        trainable=trainable,
+                        name=f"batchnorm_{i}_{kind}",
+                    )
+            weights["kernel"] = self.add_weight(
+                shape=(self.count, width, units),
+                regularizer=penalty if any(self.decays) else None,
+                name=f"dense_{i}_kernel",
+            )
+            weights["bias"] = self.add_weight(
+                shape=(self.count, units), initializer="zeros", name=f"dense_{i}_bias"
+            )
+            self.layer_weights.append(weights)
+            width = units
+
+    def _pairs(self, head):
+        """`(variable here, the head's variable)` for every weight of the head."""
+        for i, weights in enumerate(self.layer_weights):
+            dense = head.dense_layers[i]
+            yield weights["kernel"], dense.kernel
+            yield weights["bias"], dense.bias
+            if self.norms:
+                norm = head.norm_layers[i]
+                for kind in ("gamma", "beta", "moving_mean", "moving_variance"):
+                    yield weights[kind], getattr(norm, kind)
+
+    def start_from(self, head):
+        """Every copy starts with `head`'s weights: only the grid differs."""
+        for mine, theirs in self._pairs(head):
+            value = keras.ops.convert_to_numpy(theirs)
+            mine.assign(np.broadcast_to(value, mine.shape))
+
+    def copy_to(self, head, index):
+        """Gives `head` the weights of copy `index`."""
+        for mine, theirs in self._pairs(head):
+            theirs.assign(keras.ops.convert_to_numpy(mine)[index])
+
+    def call(self, inputs, training=None):
+        x = inputs
+        if len(x.shape) == 4:
+            if self.pooler is not None:
+                x = self.pooler(x)
+            else:
+                x = keras.ops.reshape(x, (keras.ops.shape(x)[0], -1))
+        ops = keras.ops
+        for i, weights in enumerate(self.layer_weights):
+            if len(x.shape) == 2 and (self.norms or (training and self.dropout)):
+                # Per-head statistics and masks: the heads' own copies of the input.
+                x = ops.repeat(ops.expand_dims(x, 1), self.count, axis=1)
+            if self.norms:
+                x = self._normalize(x, weights, training, *self.norms[i])
+            if training and self.dropout:
+                x = keras.random.dropout(x, self.dropout, seed=self.seed_generator)
+            equation = "bi,hio->bho" if len(x.shape) == 2 else "bhi,hio->bho"
+            x = ops.einsum(equation, x, weights["kernel"]) + weights["bias"]
+            if i < len(self.units) - 1:
+                x = self.activation(x)
+        x = ops.cast(x, "float32")
+        if self.output_activation == "sigmoid":
+            return ops.sigmoid(x)
+        if self.output_activation == "softmax":
+            return ops.softmax(x, axis=-1)
+        return x
+
+    def _normalize(self, x, weights, training, momentum, epsilon):
+        ops = keras.ops
+        if training:
+            mean, variance = ops.moments(x, axes=[0])
+            for kind, value in (("moving_mean", mean), ("moving_variance", variance)):
+                moving = weights[kind]
+                moving.assign(moving * momentum + ops.cast(value, moving.dtype) * (1 - momentum))
+        else:
+            mean, variance = weights["moving_mean"], weights["moving_variance"]
+        scale = weights["gamma"] * ops.rsqrt(variance + epsilon)
+        return (x - mean) * scale + weights["beta"]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.count, self.units[-1])
+
+
 class _Stacked(keras.layers.Layer):
-    """The heads side by side on one input: `(batch, heads, outputs)`."""
+    """Copies of a head side by side on one input: `(batch, heads, outputs)`."""
 
     def __init__(self, heads, **kwargs):
         super().__init__(**kwargs)
@@ -226,9 +373,48 @@ class _Stacked(keras.layers.Layer):
     def call(self, inputs, training=None):
         return keras.ops.stack([head(inputs, training=training) for head in self.heads], axis=1)
 
+    def copy_to(self, head, index):
+        for target, source in zip(head.weights, self.heads[index].weights, strict=True):
+            target.assign(source)
+
     def compute_output_shape(self, input_shape):
         shape = self.heads[0].compute_output_shape(input_shape)
         return (shape[0], len(self.heads), *shape[1:])
+
+
+class _SweepModel(keras.Model):
+    """A functional model that also updates the sweep's per-head metrics.
+
+    One metric object for every head (a vector per figure) instead of two Keras
+    metrics per head: the traced step stays about the size of one head's.
+    """
+
+    def __init__(self, *args, sweep_metrics, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sweep_metrics = sweep_metrics
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        self.sweep_metrics.update_state(y, y_pred)
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+
+def _heads_first(y_true, y_pred):
+    """`(labels repeated per head, predictions (heads * batch, outputs))`."""
+    ops = keras.ops
+    count = y_pred.shape[1]
+    flat = ops.reshape(ops.swapaxes(y_pred, 0, 1), (-1, *y_pred.shape[2:]))
+    y_true = ops.convert_to_tensor(y_true)
+    if len(y_true.shape) < len(y_pred.shape) - 1:  # sparse labels (batch,)
+        y_true = ops.expand_dims(y_true, -1)
+    repeated = ops.tile(y_true, (count,) + (1,) * (len(y_true.shape) - 1))
+    return repeated, flat
+
+
+def _per_sample_loss(loss):
+    """The unreduced form of a loss: `(y_true, y_pred) -> (batch,)`."""
+    if isinstance(loss, keras.losses.Loss):
+        return loss.call
+    return loss
 
 
 class _SumOverHeads(keras.losses.Loss):
@@ -236,40 +422,53 @@ class _SumOverHeads(keras.losses.Loss):
 
     def __init__(self, loss, count):
         super().__init__(name="sum_over_heads")
-        self.loss, self.count = loss, count
+        self.loss, self.count = _per_sample_loss(loss), count
 
     def call(self, y_true, y_pred):
-        return sum(self.loss(y_true, y_pred[:, i]) for i in range(self.count))
+        repeated, flat = _heads_first(y_true, y_pred)
+        per_sample = keras.ops.reshape(self.loss(repeated, flat), (self.count, -1))
+        return keras.ops.sum(per_sample, axis=0)
 
 
-class _HeadLoss(keras.metrics.Metric):
-    """One head's loss, averaged over samples as Keras averages its own loss."""
+class _SweepMetrics(keras.metrics.Metric):
+    """Every head's loss and metrics, averaged over samples as Keras averages its own.
 
-    def __init__(self, loss, index, name):
-        super().__init__(name=name)
-        self.loss, self.index = loss, index
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+    Its result is a dict `{sweep_i_loss, sweep_i_<metric>}`, which Keras logs
+    as if each were a metric of its own.
+    """
+
+    def __init__(self, loss, metrics, names):
+        super().__init__(name="sweep_metrics")
+        self.names = list(names)
+        self.functions = [("loss", _per_sample_loss(loss))]
+        self.functions += [(metric.name, _per_sample(metric)) for metric in metrics]
+        self.totals = self.add_variable(
+            shape=(len(self.functions), len(names)), initializer="zeros", name="totals"
+        )
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        n = keras.ops.cast(keras.ops.shape(y_pred)[0], "float32")
-        value = keras.ops.cast(self.loss(y_true, y_pred[:, self.index]), "float32")
-        self.total.assign(self.total + value * n)
-        self.count.assign(self.count + n)
+        ops = keras.ops
+        repeated, flat = _heads_first(y_true, y_pred)
+        sums = []
+        for _, function in self.functions:
+            values = ops.cast(function(repeated, flat), "float32")
+            values = ops.reshape(values, (len(self.names), -1))
+            sums.append(ops.sum(values, axis=1))
+        self.totals.assign(self.totals + ops.stack(sums))
+        self.count.assign(self.count + ops.cast(ops.shape(y_pred)[0], "float32"))
 
     def result(self):
-        return self.total / keras.ops.maximum(self.count, 1.0)
+        means = self.totals / keras.ops.maximum(self.count, 1.0)
+        return {
+            f"{name}_{kind}": means[k, i]
+            for k, (kind, _) in enumerate(self.functions)
+            for i, name in enumerate(self.names)
+        }
 
     def reset_state(self):
-        self.total.assign(0.0)
+        self.totals.assign(keras.ops.zeros(self.totals.shape))
         self.count.assign(0.0)
-
-
-def _of_head(fn, index):
-    def of_head(y_true, y_pred):
-        return fn(y_true, y_pred[:, index])
-
-    return of_head
 
 
 def _per_sample(metric):

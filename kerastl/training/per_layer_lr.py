@@ -95,6 +95,7 @@ class PerLayerLR(keras.optimizers.Optimizer):
                 for layer in layers:
                     self._depth[layer] = self.layer_decay ** (n - i)
         self._scales = {}
+        self._slices = {}  # variable key -> multipliers along its first axis (head sweeps)
         _install_scaling(inner, self)
 
     # --- multipliers ------------------------------------------------------------
@@ -117,6 +118,19 @@ class PerLayerLR(keras.optimizers.Optimizer):
         if key in self._scales:
             return self._scales[key]
         return self.multiplier_for_path(variable.path)
+
+    def _scale_slices(self, variable, multipliers):
+        """Gives each slice `variable[i]` its own multiplier `multipliers[i]` (private).
+
+        The head sweep keeps its heads' weights stacked in one variable per
+        kind; each head's step is scaled by its own multiplier (see
+        `_install_scaling`). `variable` keeps the multiplier 1 otherwise.
+        """
+        scales = ops.reshape(
+            ops.convert_to_tensor(multipliers, dtype=variable.dtype),
+            (-1,) + (1,) * (len(variable.shape) - 1),
+        )
+        self._slices[_keras_private.variable_key(self, variable)] = scales
 
     # --- optimizer API ----------------------------------------------------------
 
@@ -216,19 +230,32 @@ def _install_scaling(inner, owner):
     """
 
     def scaled_update_step(update_step, grads, variables, learning_rate):
+        # A variable with per-slice multipliers takes the full step, then keeps each
+        # slice's share of it. The step of every Keras optimizer is linear in the
+        # learning rate (momentum buffers too), so that is the step at the slice's rate.
+        sliced = []
+        for variable in variables:
+            scales = owner._slices.get(_keras_private.variable_key(owner, variable))
+            if scales is not None:
+                sliced.append((variable, scales, ops.copy(variable.value)))
         for scale, (group_grads, group_vars) in _groups(owner, grads, variables).items():
             rate = learning_rate if scale == 1.0 else ops.multiply(learning_rate, scale)
             update_step(group_grads, group_vars, rate)
+        for variable, scales, before in sliced:
+            variable.assign(before + scales * (variable.value - before))
 
     def scaled_weight_decay(variables):
         if inner.weight_decay is None:
             return
         for variable in variables:
             if _keras_private.uses_weight_decay(inner, variable):
-                scale = owner._scales.get(_keras_private.variable_key(owner, variable), 1.0)
+                key = _keras_private.variable_key(owner, variable)
+                scale = owner._scales.get(key, 1.0)
                 rate = ops.cast(inner.learning_rate, variable.dtype) * ops.cast(
                     inner.weight_decay * scale, variable.dtype
                 )
+                if key in owner._slices:
+                    rate = rate * owner._slices[key]
                 variable.assign(variable - variable * rate)
 
     _keras_private.scale_update_step(inner, scaled_update_step, scaled_weight_decay)
