@@ -3,12 +3,16 @@
 nox                          lint, tests on the three backends, cross-backend loads
 nox -s "tests(jax)"          one backend
 nox -s keras_floor           the tests on the oldest Keras pyproject.toml claims
-nox -s "gpu(torch)"          GPU-marked tests and benchmarks, current interpreter
+nox -s "gpu(torch)"          GPU-marked tests and benchmarks/gpu_*.py, the machine's Python
+nox -s docs                  the documentation site (strict), checked in a headless browser
 """
 
+import json
+import os
 import pathlib
 
 import nox
+import packaging.version
 
 BACKENDS = ["tensorflow", "jax", "torch"]
 GPU_BACKENDS = ["jax", "torch"]
@@ -85,6 +89,19 @@ def tests(session, backend):
 
 
 @nox.session
+def docs(session):
+    """Builds the site in strict mode (a warning fails) and checks it in a headless browser.
+
+    The API reference is read from the source (mkdocstrings' static analysis): no
+    backend is installed. The browser check needs Chromium (Debian: `apt install
+    chromium`); `--no-browser` (`nox -s docs -- --no-browser`) checks the links only.
+    """
+    session.install(*nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "docs"))
+    session.run("mkdocs", "build", "--strict", "--clean")
+    session.run("python", "docs/site_tools/check_site.py", "site", *session.posargs)
+
+
+@nox.session
 def keras_floor(session):
     """The tests of what depends on Keras's behaviour, on the oldest Keras the package claims.
 
@@ -137,17 +154,125 @@ def cross_backend(session):
         )
 
 
+# --- GPU sessions ----------------------------------------------------------------------
+#
+# The GPU machine's own Python has CUDA builds of torch and jax, no Keras and no
+# TensorFlow, and may be offline. The gpu sessions install kerastl (editable) with its
+# requirements (Keras, ...) and the test group into that Python, from a wheelhouse when
+# KERASTL_WHEELHOUSE names one (`--no-index --find-links`): they only add distributions,
+# never replace one (every distribution already there is pinned to its version) and
+# never bring in TensorFlow, torch, jax or CUDA libraries (a dry run is checked first).
+# The wheelhouse is made on an online machine, for the GPU machine's Python and platform:
+#
+#   nox -s gpu_wheelhouse -- --python-version 3.12 --platform manylinux2014_x86_64 \
+#       --platform manylinux_2_28_x86_64
+#
+# which runs `pip download --only-binary=:all:` over the same list into .whl/ (git
+# ignores it; KERASTL_WHEELHOUSE overrides); copy it over, then, on the GPU machine:
+# KERASTL_WHEELHOUSE=.whl nox -s "gpu(jax)". KERASTL_GPU_PYTHON names the Python to use
+# (default: `python` on PATH).
+GPU_WHEELHOUSE = "KERASTL_WHEELHOUSE"
+# Never installed by a gpu session: they would shadow the machine's CUDA builds.
+GPU_FORBIDDEN = ("tensorflow", "tf-", "torch", "jax", "nvidia-", "triton")
+GPU_CHECK = {
+    "jax": "import jax; assert any(d.platform == 'gpu' for d in jax.devices()), jax.devices()",
+    "torch": "import torch; assert torch.cuda.is_available(), 'no GPU visible to torch'",
+}
+_DISTRIBUTIONS = (
+    "import importlib.metadata as m, json; print(json.dumps(sorted({"
+    "(d.metadata['Name'] or '').lower().replace('_', '-'): d.version"
+    " for d in m.distributions()}.items())))"
+)
+
+
+def _pyproject():
+    return nox.project.load_toml(ROOT / "pyproject.toml")
+
+
+def _gpu_requirements():
+    """kerastl's requirements, the test group, and setuptools to build kerastl offline."""
+    pyproject = _pyproject()
+    test = nox.project.dependency_groups(pyproject, "test")
+    return [*pyproject["project"]["dependencies"], *test, *pyproject["build-system"]["requires"]]
+
+
+def _pinnable(version):
+    try:
+        packaging.version.Version(version)
+    except packaging.version.InvalidVersion:  # a distro's legacy version: left unpinned
+        return False
+    return True
+
+
+def _gpu_install(session, python):
+    """Adds kerastl's requirements to `python`, refusing what would change the machine's."""
+    wheelhouse = os.environ.get(GPU_WHEELHOUSE)
+    index = ["--no-index", "--find-links", wheelhouse] if wheelhouse else []
+    if wheelhouse and not pathlib.Path(wheelhouse).is_dir():
+        session.error(f"{GPU_WHEELHOUSE}={wheelhouse}: no such directory.")
+    installed = dict(json.loads(session.run(python, "-c", _DISTRIBUTIONS, silent=True)))
+    tmp = pathlib.Path(session.create_tmp())
+    constraints = tmp / "machine-constraints.txt"
+    constraints.write_text(
+        "".join(
+            f"{name}=={version}\n"
+            for name, version in installed.items()
+            if name and name not in ("kerastl", "pip", "setuptools", "wheel") and _pinnable(version)
+        )
+    )
+    pip = [python, "-m", "pip", "install", "--constraint", str(constraints), *index]
+    report = tmp / "pip-dry-run.json"
+    requirements = ["-e", ".", *nox.project.dependency_groups(_pyproject(), "test")]
+    session.run(*pip, "--dry-run", "--quiet", "--report", str(report), *requirements)
+    adds = {
+        item["metadata"]["name"].lower().replace("_", "-")
+        for item in json.loads(report.read_text())["install"]
+    }
+    forbidden = sorted(n for n in adds if n != "kerastl" and n.startswith(GPU_FORBIDDEN))
+    if forbidden:
+        session.error(f"installing kerastl would bring {forbidden} over the machine's own.")
+    session.log(f"adding to {python}: {sorted(adds) or 'nothing'}")
+    session.run(*pip, *requirements)
+
+
 @nox.session(venv_backend="none")
 @nox.parametrize("backend", GPU_BACKENDS, ids=GPU_BACKENDS)
 def gpu(session, backend):
-    """GPU-marked tests and benchmarks, in the current interpreter (kerastl installed)."""
+    """GPU-marked tests and the GPU benchmarks, in the machine's own Python.
+
+    Installs kerastl's requirements and the test group into it first (offline from
+    $KERASTL_WHEELHOUSE; see above). Runs every `benchmarks/gpu_*.py` with `--gpu`;
+    each writes its JSON report into the session's tmp directory. Posargs go to pytest.
+    """
     env = {"KERAS_BACKEND": backend}
-    check = {
-        "jax": "import jax; assert jax.devices('gpu'), 'no GPU visible to jax'",
-        "torch": "import torch; assert torch.cuda.is_available(), 'no GPU visible to torch'",
-    }[backend]
-    session.run("python", "-c", check, env=env, external=True)
-    session.run("python", "-m", "pytest", "-m", "gpu", *session.posargs, env=env, external=True)
-    bench_dir = ROOT / "benchmarks"
-    for script in sorted(bench_dir.glob("bench_*.py")):
-        session.run("python", str(script), "--gpu", env=env, external=True)
+    python = os.environ.get("KERASTL_GPU_PYTHON", "python")
+    session.run(python, "-c", GPU_CHECK[backend], env=env, external=True)
+    _gpu_install(session, python)
+    session.run(python, "-c", GPU_CHECK[backend], env=env, external=True)  # still the CUDA build
+    session.run(python, "-m", "pytest", "-m", "gpu", *session.posargs, env=env, external=True)
+    out = pathlib.Path(session.create_tmp())
+    for script in sorted((ROOT / "benchmarks").glob("gpu_*.py")):
+        report = out / f"{script.stem}-{backend}.json"
+        session.run(python, str(script), "--gpu", "--out", str(report), env=env, external=True)
+        session.log(f"report: {report}")
+
+
+@nox.session(venv_backend="none")
+def gpu_wheelhouse(session):
+    """Downloads what the gpu sessions install into .whl/ (online; posargs go to pip).
+
+    For another machine, pass its Python and platform: `-- --python-version 3.12
+    --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64`.
+    """
+    session.run(
+        "python",
+        "-m",
+        "pip",
+        "download",
+        "--only-binary=:all:",
+        "--dest",
+        os.environ.get(GPU_WHEELHOUSE, str(ROOT / ".whl")),
+        *session.posargs,
+        *_gpu_requirements(),
+        external=True,
+    )

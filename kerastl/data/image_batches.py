@@ -27,9 +27,12 @@ class ImageBatches(keras.utils.PyDataset):
         mix: `None`, `"mixup"` or `"cutmix"`: mixes pairs of images and their
             labels (`keras.layers.MixUp` / `CutMix`) in every batch. Needs
             one-hot or multi-hot float labels.
-        image_size, color_mode: how files are read (see `from_directory`).
+        image_size: the size files are read at (see `from_directory`).
+        color_mode: how files are read (see `from_directory`).
         class_names: names of the classes, in label order.
-        workers, use_multiprocessing, max_queue_size: as `keras.utils.PyDataset`.
+        workers: as `keras.utils.PyDataset`.
+        use_multiprocessing: as `keras.utils.PyDataset`.
+        max_queue_size: as `keras.utils.PyDataset`.
     """
 
     def __init__(

@@ -88,7 +88,8 @@ def pipeline(
             list of Keras layers.
         mode: normalisation recipe (`"caffe"`, `"tf"`, `"torch"`, `"none"`);
             overrides the backbone's. Required for backbones not in the registry.
-        interpolation, crop_to_aspect_ratio: passed to `keras.layers.Resizing`.
+        interpolation: passed to `keras.layers.Resizing`.
+        crop_to_aspect_ratio: passed to `keras.layers.Resizing`.
         seed: seed of the augmentation layers.
         name: name of the returned layer.
 
