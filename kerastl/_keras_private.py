@@ -6,6 +6,7 @@ against the installed Keras, so an upgrade that changes one fails there, loudly,
 instead of deep inside a training run.
 """
 
+import contextlib
 import os
 
 import keras
@@ -151,3 +152,54 @@ def public_classes(obj):
         obj["module"] = "keras.optimizers"
         obj["registered_name"] = None
     return obj
+
+
+def distribution_scope(model):
+    """The scope of the `tf.distribute` strategy `model` belongs to; a no-op elsewhere.
+
+    Keras' TensorFlow trainer records the strategy active when a model is
+    created (`Trainer.distribute_strategy`, TensorFlow only) and trains under
+    it, and every optimizer or model made for that model later (a recompile,
+    `fine_tune`'s phases, the feature cache's head model) must be made in the
+    same scope. JAX distributions (`keras.distribution`) are not tied to a
+    model: the one active when `fit` runs applies.
+    """
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def batch_shards(model):
+    """Over how many devices each batch of `model` is split (1 when it is not).
+
+    TensorFlow: the replicas of the model's strategy. JAX: the size of the
+    batch axis of the active `keras.distribution` mesh (`Distribution.batch_dim_name`;
+    one host). Keras needs every batch to split evenly on JAX, and the first
+    batch of each `fit` / `evaluate` on TensorFlow (it is reduced across
+    replicas to build the model).
+    """
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None:
+        return int(strategy.num_replicas_in_sync)
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return 1
+    mesh = distribution.device_mesh
+    axis = getattr(distribution, "batch_dim_name", None)
+    if axis not in mesh.axis_names:
+        return 1
+    return int(mesh.shape[list(mesh.axis_names).index(axis)])
+
+
+def shard_batch(batch):
+    """`batch` split over the devices of the active JAX distribution, by its data layout.
+
+    `fit`, `evaluate` and `predict` shard their batches themselves; JAX's
+    `predict_on_batch` does not (it would run the whole batch replicated).
+    Its first dimension must be a multiple of `batch_shards`. Unchanged
+    without a distribution (and on TensorFlow and torch).
+    """
+    distribution = keras.distribution.distribution()
+    if distribution is None or keras.config.backend() != "jax":
+        return batch
+    layout = distribution.get_data_layout(tuple(batch.shape))
+    return keras.distribution.distribute_tensor(batch, layout)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import keras
 
 from kerastl._checks import check_bool
+from kerastl._keras_private import flatten_layers
 from kerastl.backbones.sources import check_input_shape
 from kerastl.heads.task_head import TaskHead
 from kerastl.layers.feature_extractor import FeatureExtractor
@@ -31,8 +32,13 @@ def build_model(
     takes raw 0..255 images and gives predictions with nothing else to
     remember. Parts that carry a name you chose keep it; parts with a name
     Keras generated (`feature_extractor_3`) are named `"feature_extractor"`,
-    `"head"` and `"preprocessing"`, so `model.get_layer("head")` works. Nothing
-    else about the parts you pass changes.
+    `"head"` and `"preprocessing"`, so `model.get_layer("head")` works.
+
+    Mixed precision, as keras-hub's `ImageClassifier` does it: the head takes
+    the extractor's dtype policy (unless it is already built) and so does the
+    model, so that under `"mixed_float16"` `compile` wraps the optimizer in a
+    `keras.optimizers.LossScaleOptimizer`. The head's variables, its output
+    and the loss stay float32. Nothing else about the parts you pass changes.
 
     Args:
         extractor: a `kerastl.FeatureExtractor`.
@@ -47,7 +53,8 @@ def build_model(
             the extractor's input shape. Use 1 channel for grayscale images.
         compile: compile with the head's loss and metrics.
         optimizer: defaults to Adam with learning rate 1e-3.
-        loss, metrics: override the head's defaults.
+        loss: overrides the head's default loss.
+        metrics: override the head's default metrics.
         name: model name; defaults to `"<backbone>_<task>"`.
 
     Example:
@@ -98,6 +105,10 @@ def build_model(
         _check_compile_arguments(optimizer, loss, metrics)
 
     # === Functional Model ===
+    policy = extractor.dtype_policy
+    if not head.built:
+        for layer in flatten_layers(head, include_self=True):
+            layer.dtype_policy = policy
     _name_if_generated(extractor, "feature_extractor")
     _name_if_generated(head, "head")
     images = keras.Input(input_shape, name="images")
@@ -109,6 +120,8 @@ def build_model(
     outputs = head(features)
     backbone = extractor.spec.name if extractor.spec else extractor.backbone.name
     model = keras.Model(images, outputs, name=name or f"{backbone}_{head.task}")
+    # Read by `compile` (loss scaling); a functional model takes no `dtype=` of its own.
+    model.dtype_policy = policy
 
     if compile:
         model.compile(

@@ -358,6 +358,16 @@ def test_every_head_of_a_sweep_trains_as_it_would_alone(photos, kind):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_a_head_sweep_on_augmented_views(photos):
+    x, y = _data(photos)
+    model = _model(photos, augment="light")
+    history = kerastl.fine_tune(
+        model, (x, y), (x, y), epochs=0, head_epochs=1, views=2, verbose=0,
+        head_sweep={"lr": [1e-3, 1e-2]},
+    )  # fmt: skip
+    assert len(history.sweep.results) == 2 and len(history.history["val_loss"]) == 1
+
+
 def test_views_and_sweep_bad_input(photos):
     x, y = _data(photos)
     model = _model(photos)

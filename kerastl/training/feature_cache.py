@@ -6,12 +6,15 @@ again. `cache_features` computes them once (preprocessing and backbone,
 batched, with a progress bar) and `fine_tune` trains the head on them: the head
 layer is shared, so the full model holds the trained head afterwards.
 
-On disk (`cache_dir=`) features are memory-mapped `.npy` files, so a data set
-larger than memory works (it needs `n_images x feature_size x 4` bytes of
-disk, and memory for one batch), keyed by what they depend on: the
-backbone's and preprocessing's weights, the model's configuration up to the
-head, and the data (array bytes, or file paths with their sizes and
-modification times). A second run on the same model and data reads the
+Features are float32, or float16 / bfloat16 when asked (`dtype=`: half the
+memory and disk; the head still trains in float32, its inputs cast batch by
+batch). On disk (`cache_dir=`) features are memory-mapped `.npy` files, so a
+data set larger than memory works (it needs `n_images x feature_size x 4`
+bytes of disk, 2 in half precision, and memory for one batch), keyed by what
+they depend on: the backbone's and preprocessing's weights, the model's
+configuration up to the head (dtype policies included), the cache's dtype,
+and the data (array bytes, or file paths with their sizes and modification
+times). A second run on the same model and data reads the
 cache; a file that does not match its recorded checksum is rebuilt, never used.
 """
 
@@ -24,10 +27,11 @@ import math
 import os
 
 import keras
+import ml_dtypes
 import numpy as np
 
 from kerastl._checks import check_positive_int
-from kerastl._keras_private import flatten_layers
+from kerastl._keras_private import batch_shards, flatten_layers, shard_batch
 from kerastl._version import __version__
 from kerastl.data.image_batches import ImageBatches
 from kerastl.files.archive import replace_atomically
@@ -35,7 +39,15 @@ from kerastl.files.directories import prepare_directory
 from kerastl.heads.task_head import TaskHead
 from kerastl.layers.feature_extractor import FeatureExtractor, find_extractor
 
-_FORMAT = 1
+_FORMAT = 2
+# What features can be stored as, and their NumPy types. NumPy has no bfloat16 of
+# its own: Keras' (ml_dtypes, what `convert_to_numpy` gives on every backend).
+CACHE_DTYPES = ("float32", "float16", "bfloat16")
+_NUMPY_DTYPES = {
+    "float32": np.dtype("float32"),
+    "float16": np.dtype("float16"),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+}
 
 
 @dataclasses.dataclass
@@ -43,7 +55,8 @@ class FeatureCache:
     """Features computed once, with their labels.
 
     Attributes:
-        features: `(n, ...)` array (a read-only memory map when on disk).
+        features: `(n, ...)` array (a read-only memory map when on disk), float32
+            or the `dtype` asked for.
         labels: `(n, ...)` array, or `None` for data without labels.
         key: the hex digest of what the features depend on (`None` when the
             data has no stable fingerprint, e.g. a `tf.data` pipeline).
@@ -114,8 +127,31 @@ def random_layers(front):
     return [layer.name for layer in front.layers if _draws_random_numbers(layer)]
 
 
+def check_cache_dtype(dtype, arg="dtype"):
+    """The name (one of `CACHE_DTYPES`) of a feature dtype: a name or a NumPy/backend dtype."""
+    name = None
+    if dtype is not None and not isinstance(dtype, bool):
+        try:
+            name = keras.backend.standardize_dtype(dtype)
+        except (TypeError, ValueError, AttributeError):
+            name = None
+    if name not in CACHE_DTYPES:
+        raise ValueError(
+            f"`{arg}` must be the dtype to store features in, one of {CACHE_DTYPES}. "
+            f"Received: {arg}={dtype!r}"
+        )
+    return name
+
+
 def cache_features(
-    model_or_extractor, data, *, batch_size=32, cache_dir=None, views=None, verbose=1
+    model_or_extractor,
+    data,
+    *,
+    batch_size=32,
+    cache_dir=None,
+    views=None,
+    dtype="float32",
+    verbose=1,
 ):
     """Runs the preprocessing and frozen backbone once per image; returns a `FeatureCache`.
 
@@ -135,6 +171,11 @@ def cache_features(
             mode) `views` times over the data, and `features` has shape
             `(views, n, ...)`. Without random layers the copies are equal: it
             runs once and repeats them (no extra memory).
+        dtype: what the features are stored as: `"float32"` (default),
+            `"float16"` or `"bfloat16"` (half the memory and disk; a model
+            under a mixed dtype policy computes them in that precision anyway).
+            Each batch is cast as it comes; a feature beyond float16's range
+            (65504) raises rather than being stored as infinity.
         verbose: 0 silent, 1 a progress bar.
 
     Example:
@@ -155,6 +196,7 @@ def cache_features(
     check_positive_int(batch_size, "batch_size")
     if views is not None:
         check_positive_int(views, "views")
+    dtype = check_cache_dtype(dtype)
     if verbose not in (0, 1, 2):
         raise ValueError(f"`verbose` must be 0, 1 or 2. Received: verbose={verbose!r}")
     if isinstance(model_or_extractor, FeatureExtractor):
@@ -181,32 +223,42 @@ def cache_features(
         images = keras.Input(front.image_shape)
         front = keras.Model(images, front(images), name=f"{front.name}_features")
     return features_of(
-        front, data, batch_size=batch_size, cache_dir=cache_dir, views=views, verbose=verbose
+        front,
+        data,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        views=views,
+        dtype=dtype,
+        verbose=verbose,
     )
 
 
-def features_of(front, data, *, batch_size=32, cache_dir=None, views=None, verbose=1):
+def features_of(
+    front, data, *, batch_size=32, cache_dir=None, views=None, dtype="float32", verbose=1
+):
     """The `FeatureCache` of a model `front` (images -> features) over `data`.
 
     `views=None` runs `front` in inference mode (random augmentation is then
     off); `views=K` runs it K times in training mode when it has random layers
-    (augmented copies), once otherwise.
+    (augmented copies), once otherwise. The features are stored as `dtype`.
     """
+    dtype = check_cache_dtype(dtype)
     augment = views is not None and bool(random_layers(front))
     passes = views if augment else 1
     store = None if cache_dir is None else _Store(cache_dir)
     batches, fingerprint = _batches(data, batch_size, identify=store is not None)
     key = None
     if store is not None and fingerprint is not None:
-        key = _key(front, f"{fingerprint}|augmented={passes if augment else 0}")
+        key = _key(front, f"{fingerprint}|augmented={passes if augment else 0}", dtype)
         found = store.read(key)
         if found is not None:
             return _with_views(found, views, augment)
     if augment:
         front = _Augmenting(front)
     if store is not None and key is not None:
-        return _with_views(store.compute(key, front, batches, verbose, passes), views, augment)
-    features, labels = _compute(front, batches, verbose, _MemorySink(), passes)
+        computed = store.compute(key, front, batches, verbose, passes, dtype)
+        return _with_views(computed, views, augment)
+    features, labels = _compute(front, batches, verbose, _MemorySink(), passes, dtype)
     return _with_views(FeatureCache(features, labels, key=key), views, augment)
 
 
@@ -247,15 +299,13 @@ class ViewBatches(keras.utils.PyDataset):
         shuffle: a new image order every epoch (else the cached order).
         seed: the draws of epoch `e` depend on `(seed, e)` only, so a resumed
             run sees the batches an uninterrupted one would.
-        outputs: the number of heads the labels feed (a tuple of that many).
         epoch: the epoch the first draw is for.
     """
 
-    def __init__(self, features, labels, batch_size, shuffle=True, seed=0, outputs=1, epoch=0):
+    def __init__(self, features, labels, batch_size, shuffle=True, seed=0, epoch=0):
         super().__init__()
         self.features, self.labels = features, np.asarray(labels)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.outputs = outputs
         self.epoch = epoch
         self._draw()
 
@@ -274,9 +324,10 @@ class ViewBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        x = np.asarray(self.features[self.view[rows], rows])
+        # Half-precision features go into the head as float32, a batch at a time.
+        x = np.asarray(self.features[self.view[rows], rows], dtype="float32")
         y = self.labels[rows]
-        return x, (tuple([y] * self.outputs) if self.outputs > 1 else y)
+        return x, y
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -286,26 +337,29 @@ class ViewBatches(keras.utils.PyDataset):
 # --- computing -------------------------------------------------------------------------
 
 
-def _compute(front, batches, verbose, sink, passes=1):
+def _compute(front, batches, verbose, sink, passes=1, dtype="float32"):
     """Runs `front` over every batch into `sink`, `passes` times; returns `(features, labels)`.
 
-    The features of pass `p` follow those of pass `p - 1`; the labels are one pass's.
+    The features of pass `p` follow those of pass `p - 1`, cast to `dtype` batch
+    by batch; the labels are one pass's.
     Every batch goes in at the size of the first (a short last batch is padded with
     copies of its last image, their features dropped): one traced step on TensorFlow,
-    one compilation on JAX, where a second batch shape would cost a second.
+    one compilation on JAX, where a second batch shape would cost a second. Under a
+    distribution that size is rounded up to a multiple of the devices a batch is split over.
     """
     total = len(batches) * passes
     progress = keras.utils.Progbar(total, verbose=verbose) if verbose else None
     labels = []
     size = None
+    shards = batch_shards(front)
     for step in range(total):
         x, y = batches[step % len(batches)]
         count = len(x)
-        size = size or count
+        size = size or -(-count // shards) * shards
         if count < size:
             x = np.concatenate([x, np.repeat(x[-1:], size - count, axis=0)])
         # predict_on_batch runs one compiled step (an eager call is 3-10x slower).
-        sink.append(np.asarray(front.predict_on_batch(x))[:count])
+        sink.append(_cast(np.asarray(front.predict_on_batch(shard_batch(x)))[:count], dtype))
         if y is not None and step < len(batches):
             labels.append(np.asarray(keras.ops.convert_to_numpy(y)))
         if progress is not None:
@@ -313,6 +367,18 @@ def _compute(front, batches, verbose, sink, passes=1):
     if not sink.rows:
         raise ValueError("`data` holds no images. Received: data with 0 batches")
     return sink.finish(), (np.concatenate(labels) if labels else None)
+
+
+def _cast(features, dtype):
+    with np.errstate(over="ignore"):  # an overflow raises below, with what to do
+        cast = features.astype(_NUMPY_DTYPES[dtype], copy=False)
+    if dtype == "float16" and not np.isfinite(cast).all() and np.isfinite(features).all():
+        largest = float(np.max(np.abs(features.astype("float32"))))
+        raise ValueError(
+            f"The features reach {largest:.4g}, beyond float16's range (65504): store "
+            f"them as 'bfloat16' or 'float32'. Received: dtype='float16'"
+        )
+    return cast
 
 
 class _MemorySink:
@@ -328,7 +394,11 @@ class _MemorySink:
 
 
 class _DiskSink:
-    """Batches appended to a raw file, then one `.npy` written in chunks: bounded memory."""
+    """Batches appended to a raw file, then one `.npy` written in chunks: bounded memory.
+
+    The `.npy` format has no bfloat16: such features are stored as their bits
+    (uint16) and read back through `_stored_as`.
+    """
 
     _CHUNK = 1 << 26  # bytes copied at a time
 
@@ -339,6 +409,8 @@ class _DiskSink:
         self.rows, self.dtype, self.row_shape = 0, None, None
 
     def append(self, array):
+        if array.dtype == _NUMPY_DTYPES["bfloat16"]:
+            array = array.view(np.uint16)
         if self.dtype is None:
             self.dtype, self.row_shape = array.dtype, array.shape[1:]
         self.file.write(np.ascontiguousarray(array, dtype=self.dtype).tobytes())
@@ -476,8 +548,11 @@ def _dataset_fingerprint(data):
     return digest.hexdigest()
 
 
-def _key(front, fingerprint):
+def _key(front, fingerprint, dtype="float32"):
     """What the features depend on: the layers' kinds, settings and code, all weights, the data.
+
+    And the dtype they are stored as. The layers' settings hold their dtype
+    policies, so a model under a mixed policy has keys of its own.
 
     Layer names are left out (Keras generates them, so two equal models differ
     there). A layer class of the user's own (not Keras' nor kerastl's) adds its
@@ -501,7 +576,7 @@ def _key(front, fingerprint):
             digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for weight in front.weights:
         _update(digest, np.asarray(keras.ops.convert_to_numpy(weight.value)))
-    digest.update(fingerprint.encode())
+    digest.update(f"{fingerprint}|dtype={dtype}".encode())
     return digest.hexdigest()
 
 
@@ -552,7 +627,9 @@ class _Store:
                 return None
             if _file_digest(features_path) != meta["features_sha256"]:
                 return None  # stale or corrupt: rebuilt by the caller
-            features = np.load(features_path, mmap_mode="r")
+            features = _stored_as(np.load(features_path, mmap_mode="r"), meta["dtype"])
+            if features is None:
+                return None
             labels = None
             if meta.get("labels_sha256") is not None:
                 if _file_digest(labels_path) != meta["labels_sha256"]:
@@ -562,10 +639,12 @@ class _Store:
             return None
         return FeatureCache(features, labels, key=key, path=features_path, reused=True)
 
-    def compute(self, key, front, batches, verbose, passes=1):
+    def compute(self, key, front, batches, verbose, passes=1, dtype="float32"):
         features_path, labels_path, meta_path = self._paths(key)
-        features, labels = _compute(front, batches, verbose, _DiskSink(features_path), passes)
-        meta = {"format": _FORMAT, "key": key, "shape": list(features.shape)}
+        sink = _DiskSink(features_path)
+        features, labels = _compute(front, batches, verbose, sink, passes, dtype)
+        features = _stored_as(features, dtype)
+        meta = {"format": _FORMAT, "key": key, "shape": list(features.shape), "dtype": dtype}
         meta["features_sha256"] = _file_digest(features_path)
         meta["labels_sha256"] = None if labels is None else _save(labels_path, labels)
         tmp = f"{meta_path}.{os.getpid()}.tmp"
@@ -575,6 +654,14 @@ class _Store:
             os.fsync(f.fileno())
         replace_atomically(tmp, meta_path)
         return FeatureCache(features, labels, key=key, path=features_path)
+
+
+def _stored_as(features, dtype):
+    """Features from disk as `dtype` (bfloat16 is stored as its uint16 bits); `None` if not."""
+    stored = np.dtype("uint16") if dtype == "bfloat16" else _NUMPY_DTYPES[dtype]
+    if features.dtype != stored:
+        return None
+    return features.view(_NUMPY_DTYPES[dtype])
 
 
 def _save(path, array):

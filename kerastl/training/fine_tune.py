@@ -8,14 +8,20 @@ import keras
 import numpy as np
 
 from kerastl._checks import check_bool, check_positive_int, is_finite_number
-from kerastl._keras_private import flatten_layers
+from kerastl._keras_private import batch_shards, distribution_scope, flatten_layers
 from kerastl.data.image_batches import ImageBatches
 from kerastl.freeze.lora import LoRA
 from kerastl.freeze.policies import FreezePolicy, check_policy, get_policy, validate_bn
 from kerastl.heads.task_head import TaskHead
 from kerastl.layers.feature_extractor import find_extractor
 from kerastl.training.checkpoints import Checkpoints
-from kerastl.training.feature_cache import ViewBatches, cacheable, features_of, random_layers
+from kerastl.training.feature_cache import (
+    ViewBatches,
+    cacheable,
+    check_cache_dtype,
+    features_of,
+    random_layers,
+)
 from kerastl.training.head_sweep import HeadSweep, sweep_grid, train_heads
 from kerastl.training.losses import SparseCategoricalCrossentropy
 from kerastl.training.per_layer_lr import PerLayerLR
@@ -85,6 +91,7 @@ def fine_tune(
     checkpoint_dir=None,
     cache="auto",
     cache_dir=None,
+    cache_dtype="float32",
     views=None,
     head_sweep=None,
     evaluate_first=True,
@@ -171,6 +178,9 @@ def fine_tune(
             when it is not; `False` never caches.
         cache_dir: keep the cached features on disk here (memory-mapped, reused
             by a later run on the same model and data); `None`: in memory.
+        cache_dtype: what the cached features are stored as: `"float32"`,
+            `"float16"` or `"bfloat16"` (half the memory and disk; the head
+            still trains on them in float32). See `kerastl.cache_features`.
         views: with random augmentation in the model, cache this many
             augmented copies of each image (the augmentation runs `views`
             times, the backbone on each copy) and train the head on one copy
@@ -253,6 +263,7 @@ def fine_tune(
         verbose=verbose,
         cache=cache,
         cache_dir=cache_dir,
+        cache_dtype=cache_dtype,
         views=views,
         head_sweep=head_sweep,
     )
@@ -266,7 +277,14 @@ def fine_tune(
         None if validation is None else _Data(validation, "validation", batch_size, run.head)
     )
     checkpoints = None if checkpoint_dir is None else Checkpoints(checkpoint_dir)
-    return run.fit(train_data, validation_data, checkpoints)
+    # Under tf.distribute the optimizers and the cache's head model are made in the
+    # model's strategy scope; a JAX distribution is the one active here.
+    with distribution_scope(model):
+        shards = batch_shards(model)
+        for data in (train_data, validation_data):
+            if data is not None:
+                data.check_shards(shards)
+        return run.fit(train_data, validation_data, checkpoints)
 
 
 # --- the run ---------------------------------------------------------------------
@@ -295,6 +313,7 @@ class _Run:
     verbose: int
     cache: object = "auto"
     cache_dir: object = None
+    cache_dtype: str = "float32"
     views: int | None = None
     grid: list | None = None
     head_sweep: object = None
@@ -422,6 +441,12 @@ class _Run:
             )
         if args["verbose"] not in (0, 1, 2):
             raise ValueError(f"`verbose` must be 0, 1 or 2. Received: verbose={args['verbose']!r}")
+        args["cache_dtype"] = check_cache_dtype(args["cache_dtype"], "cache_dtype")
+        if args["cache_dtype"] != "float32" and args["cache"] is False:
+            raise ValueError(
+                "`cache_dtype` is the dtype of cached features, and `cache` is False. "
+                f"Received: cache_dtype={args['cache_dtype']!r}, cache=False"
+            )
         if args["views"] is not None:
             check_positive_int(args["views"], "views")
         if args["head_sweep"] is False:
@@ -482,6 +507,7 @@ class _Run:
             "ema": self.ema,
             "early_stopping": self.early_stopping,
             "views": self.views,
+            "cache_dtype": self.cache_dtype,
             "head_sweep": None if self.grid is None else [list(pair) for pair in self.grid],
         }
 
@@ -538,7 +564,11 @@ class _Run:
                 else:  # the same figures, from the cached features
                     state["initial"] = self._evaluate_arguments(
                         trainer,
-                        {"x": validation_data[0], "y": validation_data[1]},
+                        {
+                            "x": validation_data[0],
+                            "y": validation_data[1],
+                            "batch_size": validation.batch_size,
+                        },
                         "Before training",
                     )
             if state["phase"] != phase:
@@ -589,7 +619,9 @@ class _Run:
             # without running the backbone over the validation images again.
             trainer, (features, labels) = on_cache
             final = self._evaluate_arguments(
-                trainer, {"x": features, "y": labels}, "After training"
+                trainer,
+                {"x": features, "y": labels, "batch_size": validation.batch_size},
+                "After training",
             )
         elif validation is not None:
             final = self._evaluate(validation, "After training")
@@ -663,6 +695,7 @@ class _Run:
             batch_size=train.batch_size,
             cache_dir=self.cache_dir,
             views=views,
+            dtype=self.cache_dtype,
             verbose=self.verbose,
         )
         validation_data = None
@@ -673,12 +706,16 @@ class _Run:
                 validation.cache_source(),
                 batch_size=validation.batch_size,
                 cache_dir=self.cache_dir,
+                dtype=self.cache_dtype,
                 verbose=self.verbose,
             )
             validation_data = (held_out.features, held_out.labels)
         shape = features.features.shape[2:] if views else features.features.shape[1:]
         inputs = keras.Input(shape, name="features")
         trainer = keras.Model(inputs, head(inputs), name=f"{self.model.name}_head")
+        # The head's policy, not the global one: under mixed_float16, `compile` then adds
+        # loss scaling as it does for the full model.
+        trainer.dtype_policy = self.head.dtype_policy
         schedule = make_schedule(self.schedule, self.lr, steps, self.warmup)
         trainer.compile(
             optimizer=self._optimizer(schedule),
@@ -708,7 +745,6 @@ class _Run:
     def _sweep(self, trainer, fit_data, validation_data, steps, epochs):
         """Trains the `head_sweep` grid on the cached features; the best head is kept."""
         if isinstance(fit_data["x"], ViewBatches):
-            fit_data["x"].outputs = len(self.grid)
             train = fit_data["x"]
         else:
             train = (fit_data["x"], fit_data["y"])
@@ -857,6 +893,30 @@ class _Data:
             raise TypeError(
                 f"`{arg}` must be (x, y) arrays, a keras.utils.PyDataset (kerastl.data), a "
                 f"tf.data.Dataset or a torch DataLoader. Received: {arg}={data!r}"
+            )
+
+    def check_shards(self, shards):
+        """Refuses batches that a distribution cannot split evenly over its `shards` devices.
+
+        JAX (`keras.distribution`) splits every batch; TensorFlow (`tf.distribute`)
+        takes uneven batches, except the first of each `fit` / `evaluate`, which
+        Keras reduces across replicas to build the model.
+        """
+        count = len(self.x) if self.x is not None else None
+        if isinstance(self.dataset, ImageBatches):
+            count = len(self.dataset.images)
+        if shards == 1 or count is None:
+            return
+        sizes = {min(self.batch_size, count)}
+        if keras.config.backend() != "tensorflow":
+            sizes.add(count % self.batch_size or self.batch_size)
+        uneven = sorted(size for size in sizes if size % shards)
+        if uneven:
+            raise ValueError(
+                f"`{self.arg}` gives a batch of {uneven[0]} image(s), which the active "
+                f"distribution cannot split evenly over its {shards} devices. Use a batch "
+                f"size and a number of images that are multiples of {shards}. Received: "
+                f"batch_size={self.batch_size}, {self.arg} of {count} images"
             )
 
     @property

@@ -5,7 +5,7 @@ import re
 import keras
 
 from kerastl._checks import is_finite_number
-from kerastl._keras_private import flatten_layers
+from kerastl._keras_private import distribution_scope, flatten_layers
 from kerastl.backbones.registry import split_blocks
 from kerastl.freeze.policies import TrainTopBlocks, get_policy
 from kerastl.layers.feature_extractor import find_extractor
@@ -97,10 +97,13 @@ class GradualUnfreezing(keras.callbacks.Callback):
             return
         new = sorted(after - before)
         self.unfrozen[epoch] = new
-        optimizer = None
-        if self.lr_multiplier is not None and new:
-            optimizer = self._with_multiplier(model.optimizer, new)
-        recompile_model(model, optimizer=optimizer)
+        # Under tf.distribute the new optimizer belongs in the model's strategy scope,
+        # which `fit` (and so this callback) need not run in.
+        with distribution_scope(model):
+            optimizer = None
+            if self.lr_multiplier is not None and new:
+                optimizer = self._with_multiplier(model.optimizer, new)
+            recompile_model(model, optimizer=optimizer)
         if self.verbose:
             trainable = sum(math.prod(v.shape) for v in model.trainable_variables)
             print(
@@ -110,6 +113,9 @@ class GradualUnfreezing(keras.callbacks.Callback):
 
     def _with_multiplier(self, optimizer, names):
         added = {re.escape(name): float(self.lr_multiplier) for name in names}
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            # Mixed float16: `compile` wraps the new optimizer in a loss scaler again.
+            optimizer = optimizer.inner_optimizer
         if isinstance(optimizer, PerLayerLR):
             config = optimizer.get_config()
             # The first matching key wins: the new layers' keys go first.

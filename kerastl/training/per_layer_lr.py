@@ -135,6 +135,8 @@ class PerLayerLR(keras.optimizers.Optimizer):
     # --- optimizer API ----------------------------------------------------------
 
     def build(self, var_list):
+        if self.built:  # e.g. built by a recompile, then again by a LossScaleOptimizer around it
+            return
         scales = {
             _keras_private.variable_key(self, v): self.multiplier_for_path(v.path) for v in var_list
         }

@@ -29,20 +29,27 @@ def recompile_model(model, optimizer=None):
         raise TypeError(
             f"`optimizer` must be a Keras optimizer or None. Received: optimizer={optimizer!r}"
         )
-    old = model.optimizer
-    new = optimizer if optimizer is not None else clone_optimizer(old)
-    if model.built:
-        new.build(model.trainable_variables)
-        _carry_state(old, new)
-    built = _keras_private.built_compile_objects(model)
-    model.compile(**{**_keras_private.compile_arguments(model), "optimizer": new})
-    if built is not None:
-        # A running fit built its trackers once, before the first epoch, and
-        # will not build the fresh ones: put the built ones back.
-        _keras_private.restore_compile_objects(model, built)
-    # fit() looks the step function up on every batch: a fresh one traces the
-    # new trainable set.
-    model.make_train_function(force=True)
+    # Under tf.distribute the new optimizer's variables must be made in the model's
+    # strategy scope, wherever this is called from.
+    with _keras_private.distribution_scope(model):
+        old = model.optimizer
+        new = optimizer if optimizer is not None else clone_optimizer(old)
+        if model.built:
+            new.build(model.trainable_variables)
+            _carry_state(old, new)
+        built = _keras_private.built_compile_objects(model)
+        model.compile(**{**_keras_private.compile_arguments(model), "optimizer": new})
+        if model.built and not model.optimizer.built:
+            # `compile` wrapped it (a LossScaleOptimizer under mixed_float16): inside a
+            # running fit nothing else builds the wrapper before the next step (JAX).
+            model.optimizer.build(model.trainable_variables)
+        if built is not None:
+            # A running fit built its trackers once, before the first epoch, and
+            # will not build the fresh ones: put the built ones back.
+            _keras_private.restore_compile_objects(model, built)
+        # fit() looks the step function up on every batch: a fresh one traces the
+        # new trainable set.
+        model.make_train_function(force=True)
     return model
 
 

@@ -1,0 +1,66 @@
+"""The example scripts in docs/examples/, each in its --short mode, in this process."""
+
+import os
+import re
+import runpy
+
+import keras
+import pytest
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "examples")
+
+
+def run_example(name, tmp_path, capsys, *extra):
+    script = runpy.run_path(os.path.join(EXAMPLES, name), run_name="example")
+    keras.backend.clear_session()
+    script["main"](["--short", "--out", str(tmp_path), *extra])
+    return capsys.readouterr().out
+
+
+def figure(output, label):
+    match = re.search(rf"^{label}: (\d+\.\d+)", output, re.MULTILINE)
+    assert match, f"no {label!r} line in:\n{output}"
+    value = float(match.group(1))
+    assert 0.0 <= value <= 1.0, output
+    return value
+
+
+def test_cats_vs_dogs(tmp_path, capsys):
+    output = run_example("cats_vs_dogs.py", tmp_path, capsys)
+    figure(output, "accuracy before training")
+    figure(output, "accuracy after training")
+    assert "1281 trainable" in output
+    assert "not what transfer learning gives" in output  # honest about random weights
+    assert (tmp_path / "cats_vs_dogs.keras").is_file()
+
+
+def test_save_share_predict(tmp_path, capsys):
+    output = run_example("save_share_predict.py", tmp_path, capsys)
+    figure(output, "test accuracy")
+    assert (tmp_path / "model_final.keras").is_file()
+    assert (tmp_path / "model_final.h5").is_file()
+    classes = ("cat", "coffee", "astronaut")
+    predicted = re.search(r"^predicted class of .*new_image\.png: (\w+) \(", output, re.M)
+    assert predicted and predicted.group(1) in classes, output
+    legacy = re.search(r"^legacy \.h5: .* \(legacy_h5\), predicts (\w+)$", output, re.M)
+    assert legacy and legacy.group(1) == predicted.group(1), output
+
+
+def test_model_surgery(tmp_path, capsys):
+    output = run_example("model_surgery.py", tmp_path, capsys)
+    assert "cut at block_13_expand_relu: features (None, 2, 2, 192)" in output
+    restored = re.search(r"^restored by name: (\d+) layers", output, re.M)
+    assert restored and int(restored.group(1)) > 50, output
+    assert re.search(r"^FreezePattern: \d+ backbone layers train, first block_7_", output, re.M)
+    assert re.search(r"^TrainPattern: \d+ backbone layers train, first block_10_", output, re.M)
+    figure(output, "accuracy before training")
+    figure(output, "accuracy after training")
+    assert (tmp_path / "checkpoint.keras").is_file()
+    assert (tmp_path / "surgery.keras").is_file()
+
+
+def test_online_fails_fast_offline(tmp_path, capsys, monkeypatch):
+    """Without network or cached weights, --online stops at once and says why."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # an empty cache
+    with pytest.raises(SystemExit, match="ImageNet weights"):
+        run_example("cats_vs_dogs.py", tmp_path, capsys, "--online")
