@@ -394,6 +394,7 @@ class _SweepModel(keras.Model):
         self.sweep_metrics = sweep_metrics
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Keras' metrics, after updating every head's loss and metrics."""
         self.sweep_metrics.update_state(y, y_pred)
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
