@@ -23,7 +23,10 @@ ONNX = {
     "jax": ["jax2onnx", "onnx", "onnxruntime"],
     "torch": ["onnx", "onnxscript", "onnxruntime"],
 }
-# The oldest Keras that pyproject.toml claims ("keras>=..."): keras_floor tests it.
+# The oldest Keras that pyproject.toml claims ("keras>=..."): keras_floor tests it, on
+# the files that reach into Keras' internals, serialisation or training loop. Left out
+# for time: heads, preprocessing and the predictor, built on public Keras APIs (their
+# layers' config and .keras round trips are in test_layers, saving in test_saving).
 KERAS_FLOOR = "3.10.0"
 KERAS_FLOOR_TESTS = [
     f"tests/test_{name}.py"
@@ -37,12 +40,9 @@ KERAS_FLOOR_TESTS = [
         "optimizers",
         "callbacks",
         "build_model",
-        "heads",
-        "preprocessing",
         "layers",
         "saving",
         "weights_by_name",
-        "predictor",
     )
 ]
 # Tests run in parallel processes (pytest-xdist): on 2 cores it halves the JAX run.
