@@ -240,13 +240,7 @@ class TaskHead(keras.layers.Layer):
             if self.dropout:
                 x = self.dropout_layers[i](x, training=training)
             x = dense(x)
-        # Losses and probabilities stay float32 under mixed precision.
-        x = ops.cast(x, "float32")
-        if self.output_activation == "sigmoid":
-            return ops.sigmoid(x)
-        if self.output_activation == "softmax":
-            return ops.softmax(x, axis=-1)
-        return x
+        return finish_outputs(x, self.output_activation)
 
     def _pool(self, x):
         if self.pooler is None:  # flatten
@@ -274,6 +268,17 @@ class TaskHead(keras.layers.Layer):
             }
         )
         return config
+
+
+def finish_outputs(x, output_activation):
+    """A head's last step: float32 (losses and probabilities stay float32 under mixed
+    precision), then its output activation (`"sigmoid"`, `"softmax"` or `None`)."""
+    x = ops.cast(x, "float32")
+    if output_activation == "sigmoid":
+        return ops.sigmoid(x)
+    if output_activation == "softmax":
+        return ops.softmax(x, axis=-1)
+    return x
 
 
 def _check_hidden(hidden):

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from kerastl._checks import check_positive_int, is_finite_number
-from kerastl.heads.task_head import TaskHead
+from kerastl.heads.task_head import TaskHead, finish_outputs
 from kerastl.training.per_layer_lr import PerLayerLR
 
 # The grid `head_sweep=True` trains: the given rate times these, with and without decay.
@@ -336,12 +336,7 @@ class _VectorHeads(keras.layers.Layer):
             x = ops.einsum(equation, x, weights["kernel"]) + weights["bias"]
             if i < len(self.units) - 1:
                 x = self.activation(x)
-        x = ops.cast(x, "float32")
-        if self.output_activation == "sigmoid":
-            return ops.sigmoid(x)
-        if self.output_activation == "softmax":
-            return ops.softmax(x, axis=-1)
-        return x
+        return finish_outputs(x, self.output_activation)
 
     def _normalize(self, x, weights, training, momentum, epsilon):
         ops = keras.ops
