@@ -1,6 +1,9 @@
-"""Shared test helpers: real offline images, calibrated backbones, backend subprocesses."""
+"""Shared test helpers: real offline images, calibrated backbones, backend subprocesses,
+and the runner of documented examples."""
 
+import ast
 import contextlib
+import io
 import json
 import os
 import struct
@@ -212,3 +215,50 @@ def ramp_image(channels):
     """4 rows of the 16-bit ramp; channel c is the ramp reversed every other channel."""
     planes = [RAMP16 if c % 2 == 0 else RAMP16[::-1] for c in range(channels)]
     return np.tile(np.stack(planes, -1)[None], (4, 1, 1))
+
+
+def documented_output(lines, node):
+    """What the `print(...)` statement `node` says it prints, or None.
+
+    Either a comment ending its last line (`print(x.shape)  # (2, 8)`) or the comment
+    lines right after it (`# ...`, continued by further `#  ...` lines), joined by spaces.
+    """
+    if not (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Name)
+        and node.value.func.id == "print"
+    ):
+        return None
+    code, _, comment = lines[node.end_lineno - 1].partition("  # ")
+    if comment and code.rstrip().endswith(")"):
+        return comment.strip()
+    following = []
+    for line in lines[node.end_lineno :]:
+        if not line.strip().startswith("#"):
+            break
+        following.append(line.strip()[1:].strip())
+    return " ".join(following) or None
+
+
+def run_example_code(code, namespace, name):
+    """Runs `code` statement by statement in `namespace`; each print must print what it says.
+
+    Outputs are compared with runs of whitespace made one space, so a long output may be
+    documented over several comment lines.
+    """
+    lines = code.splitlines()
+    for node in ast.parse(code).body:
+        statement = compile(ast.Module([node], []), name, "exec")
+        expected = documented_output(lines, node)
+        if expected is None:
+            exec(statement, namespace)
+            continue
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(statement, namespace)
+        printed = " ".join(out.getvalue().split())
+        assert printed == " ".join(expected.split()), (
+            f"{name}: {ast.get_source_segment(code, node)} printed {printed!r}, "
+            f"the text says {expected!r}"
+        )

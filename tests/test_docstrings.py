@@ -1,20 +1,19 @@
 """Every ```python example in a kerastl docstring runs, and prints what it says it prints.
 
 A `print(...)` whose line ends in a comment (`print(x.shape)  # (2, 8)`), or
-is followed by a line holding only a comment, must print that comment's text.
+is followed by lines holding only a comment, must print that comment's text
+(`support.run_example_code`).
 """
 
-import ast
-import contextlib
 import importlib
 import inspect
-import io
 import pkgutil
 import re
 
 import keras
 import numpy as np
 import pytest
+from support import run_example_code
 
 import kerastl
 
@@ -55,40 +54,9 @@ def test_examples_were_found():
     assert len(EXAMPLES) >= 20, [p.id for p in EXAMPLES]
 
 
-def _expected(lines, node):
-    """The output a print statement documents, or None."""
-    last = lines[node.end_lineno - 1]
-    code, _, comment = last.partition("  # ")
-    if comment and code.rstrip().endswith(")"):
-        return comment.strip()
-    following = lines[node.end_lineno] if node.end_lineno < len(lines) else ""
-    if following.strip().startswith("# "):
-        return following.strip()[2:].strip()
-    return None
-
-
-def _is_print(node):
-    return (
-        isinstance(node, ast.Expr)
-        and isinstance(node.value, ast.Call)
-        and isinstance(node.value.func, ast.Name)
-        and node.value.func.id == "print"
-    )
-
-
 @pytest.mark.parametrize("code", EXAMPLES)
 def test_docstring_example(code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     keras.utils.set_random_seed(0)
     namespace = {"keras": keras, "np": np, "kerastl": kerastl, "__name__": "docstring_example"}
-    lines = code.splitlines()
-    for node in ast.parse(code).body:
-        statement = compile(ast.Module([node], []), "<example>", "exec")
-        expected = _expected(lines, node) if _is_print(node) else None
-        if expected is None:
-            exec(statement, namespace)
-            continue
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(statement, namespace)
-        assert out.getvalue().strip() == expected, ast.get_source_segment(code, node)
+    run_example_code(code, namespace, "<example>")
