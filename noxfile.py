@@ -83,6 +83,7 @@ def tests(session, backend):
         "-m",
         "not gpu and not cross_backend",
         *PARALLEL,
+        "--durations=25",  # the slowest tests, in CI's log: the 40-minute budget's ledger
         *session.posargs,
         env={"KERAS_BACKEND": backend},
     )

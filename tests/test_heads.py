@@ -131,7 +131,12 @@ def test_pooling_of_feature_maps(pooling):
         keras.ops.convert_to_numpy(head(maps))[:, 0], pooled.sum(-1), rtol=1e-4
     )
     vectors = np.ones((2, 7), "float32")  # already pooled: pooling does not apply
-    assert tuple(heads.multiclass(3, pooling=pooling)(vectors).shape) == (2, 3)
+    on_vectors = heads.multiclass(3, pooling=pooling)
+    assert tuple(on_vectors(vectors).shape) == (2, 3)
+    # ...and leaves no layer unbuilt: Keras would rebuild a model holding an unbuilt layer
+    # on every train_on_batch (JAX, torch). The unused pooler makes no weights.
+    assert all(layer.built for layer in on_vectors._flatten_layers())
+    assert len(on_vectors.weights) == 2
 
 
 def test_dropout_and_batchnorm_act_only_in_training():

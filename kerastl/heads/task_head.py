@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from kerastl._checks import check_bool, check_class_names, check_positive_int
+from kerastl._keras_private import flatten_layers
 from kerastl.layers.global_pooling_2d import GlobalPooling2D
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
@@ -209,6 +210,12 @@ class TaskHead(keras.layers.Layer):
                 f"Received: input_shape={input_shape}"
             )
         shape = tuple(input_shape)
+        if len(shape) == 2 and self.pooler is not None:
+            # Pooled features skip the pooler. Left unbuilt, it would make Keras rebuild the
+            # whole model on every `train_on_batch` (JAX, torch) and run an extra eager
+            # forward pass on every JAX `predict_on_batch`. Marked built, it makes no weights.
+            for layer in flatten_layers(self.pooler, include_self=True):
+                layer.built = True
         if len(shape) == 4:
             if self.pooler is not None:
                 self.pooler.build(shape)
