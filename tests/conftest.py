@@ -102,3 +102,17 @@ def mobilenet_weights(tmp_path_factory):
         )
 
     return shared_file(tmp_path_factory, "mobilenet_v2_035_96.weights.h5", make)
+
+
+@pytest.fixture(autouse=True)
+def _backbone_registry_as_it_was():
+    """A backbone a test registers does not outlive it: later tests (the README's
+    `len(list_backbones())`, run by test_docs in the same xdist worker) see the registry
+    a user's fresh process has."""
+    # Imported here, not at the top: conftest must not import kerastl before JAX's flags.
+    from kerastl.backbones.registry import _REGISTRY  # tests may touch internals
+
+    saved = dict(_REGISTRY)
+    yield
+    _REGISTRY.clear()
+    _REGISTRY.update(saved)

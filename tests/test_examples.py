@@ -59,8 +59,42 @@ def test_model_surgery(tmp_path, capsys):
     assert (tmp_path / "surgery.keras").is_file()
 
 
-def test_online_fails_fast_offline(tmp_path, capsys, monkeypatch):
-    """Without network or cached weights, --online stops at once and says why."""
+def test_cifar100_xception(tmp_path, capsys):
+    output = run_example("cifar100_xception.py", tmp_path, capsys)
+    assert re.search(r"^classes: 8; 16 training, 8 test images$", output, re.M), output
+    assert "resized to 71x71 inside the model" in output  # CIFAR's 32x32 is below 71x71
+    assert "2106376 trainable" in output  # Dense(1024) + Dense(8): the backbone is frozen
+    assert "not what transfer learning gives" in output  # honest about random weights
+    evaluated = figure(output, "test accuracy")
+    assert figure(output, "test accuracy from predict") == evaluated  # evaluate == predict
+    right = re.search(r"^test accuracy from predict: .* \((\d+) of 8 right\)$", output, re.M)
+    assert right and int(right.group(1)) / 8 == evaluated, output
+
+
+def test_cifar10_densenet(tmp_path, capsys):
+    output = run_example("cifar10_densenet.py", tmp_path, capsys)
+    assert re.search(r"^classes: 10; 16 training, 16 validation images$", output, re.M)
+    assert "not what transfer learning gives" in output
+    figure(output, "validation accuracy before training")
+    figure(output, "validation accuracy after the head phase")
+    final = figure(output, "validation accuracy after fine-tuning")
+    assert figure(output, "validation accuracy from predict") == final  # history.final
+    right = re.search(r"^validation accuracy from predict: .* \((\d+) of 16 right\)$", output, re.M)
+    assert right and int(right.group(1)) / 16 == final, output
+    path = tmp_path / "cifar10_densenet_curves.png"
+    assert f"curves: {path} (phases ['head', 'fine-tune'], boundary after epoch 1)" in output
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, len(data)
+
+
+@pytest.mark.parametrize(
+    "name, backbone", [("cats_vs_dogs.py", "MobileNetV2"), ("cifar100_xception.py", "Xception")]
+)
+def test_online_fails_fast_offline(name, backbone, tmp_path, capsys, monkeypatch):
+    """Without network or cached weights, --online stops at once and names what it needed.
+
+    (cifar10_densenet.py takes the same path: building DenseNet201 first costs ~12 s on JAX.)
+    """
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # an empty cache
-    with pytest.raises(SystemExit, match="ImageNet weights"):
-        run_example("cats_vs_dogs.py", tmp_path, capsys, "--online")
+    with pytest.raises(SystemExit, match=f"--online needs {backbone}'s ImageNet weights"):
+        run_example(name, tmp_path, capsys, "--online")

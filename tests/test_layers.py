@@ -10,7 +10,7 @@ import kerastl
 from kerastl.freeze import TrainTopBlocks
 from kerastl.heads import TaskHead
 from kerastl.layers import FeatureExtractor, GeMPooling2D, GlobalPooling2D
-from kerastl.preprocessing import BackboneNormalization, GrayscaleToRGB
+from kerastl.preprocessing import BackboneNormalization, GrayscaleToRGB, Resize
 
 BATCH = 3
 # Features compared for equality must vary across images, or the check is empty.
@@ -177,6 +177,27 @@ def test_grayscale_to_rgb(channels, tmp_path):
     )
     output = keras.ops.convert_to_numpy(layer(images))
     np.testing.assert_array_equal(output, np.repeat(images, 3 // channels, axis=-1))
+    run_model_saving_test(layer, images, tmp_path)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (6, 10)], ids=["same", "other"])
+def test_resize(size, tmp_path):
+    images = _images().astype("float32")  # Keras' Resizing keeps integer dtypes
+    layer = run_layer_test(
+        Resize,
+        {"height": size[0], "width": size[1], "interpolation": "bilinear"},
+        images,
+        (BATCH, *size, 3),
+        expected_num_trainable_weights=0,
+        expected_num_non_trainable_weights=0,
+        dtype_policies=("mixed_bfloat16", "float16"),
+    )
+    output = keras.ops.convert_to_numpy(layer(images))
+    # What keras.layers.Resizing gives, which at the same size is the images themselves.
+    reference = keras.ops.convert_to_numpy(keras.layers.Resizing(*size)(images))
+    np.testing.assert_allclose(output, reference, atol=1e-4)
+    if size == (8, 8):
+        np.testing.assert_array_equal(output, images)
     run_model_saving_test(layer, images, tmp_path)
 
 

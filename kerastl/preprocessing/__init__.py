@@ -3,11 +3,13 @@
 from kerastl.preprocessing.backbone_normalization import BackboneNormalization
 from kerastl.preprocessing.grayscale_to_rgb import GrayscaleToRGB
 from kerastl.preprocessing.pipelines import AUGMENT_PRESETS, augmentation, pipeline
+from kerastl.preprocessing.resize import Resize
 
 __all__ = [
     "AUGMENT_PRESETS",
     "BackboneNormalization",
     "GrayscaleToRGB",
+    "Resize",
     "augmentation",
     "pipeline",
 ]

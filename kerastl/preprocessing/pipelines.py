@@ -10,6 +10,7 @@ from kerastl.backbones import get_backbone
 from kerastl.backbones.registry import BackboneSpec
 from kerastl.preprocessing.backbone_normalization import BackboneNormalization
 from kerastl.preprocessing.grayscale_to_rgb import GrayscaleToRGB
+from kerastl.preprocessing.resize import Resize
 
 AUGMENT_PRESETS = ("none", "light", "medium", "strong")
 
@@ -69,7 +70,8 @@ def pipeline(
     """Layers that turn raw 0..255 images into what a backbone expects.
 
     In order: `GrayscaleToRGB` (checks the batch, casts to float, 1 -> 3
-    channels), `Resizing` to the backbone's size, the augmentation layers
+    channels), `Resize` to the backbone's size (a `keras.layers.Resizing` that
+    passes images already at that size through), the augmentation layers
     (training only), then `BackboneNormalization` with the recipe of the
     backbone's weights from the registry (caffe / tf / torch; nothing for
     backbones that rescale inside, such as EfficientNet and ConvNeXt).
@@ -126,7 +128,7 @@ def pipeline(
     if target is not None:
         _check_interpolation(interpolation)
         layers.append(
-            keras.layers.Resizing(
+            Resize(
                 *target,
                 interpolation=interpolation,
                 crop_to_aspect_ratio=crop_to_aspect_ratio,
