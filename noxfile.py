@@ -53,21 +53,14 @@ nox.options.reuse_existing_virtualenvs = False
 
 
 def _install(session, backend, keras_hub=True):
-    # --no-compile: pip would byte-compile every module of ~12,000 (TensorFlow, JAX, torch)
-    # at install, single-threaded; Python compiles the ones the tests import when they do.
-    session.install("--no-compile", "-e", f".[{backend},plot]")
-    session.install(
-        "--no-compile",
-        *nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "test"),
-    )
+    session.install("-e", f".[{backend},plot]")
+    session.install(*nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "test"))
     if not keras_hub:
         return
     # keras-hub backbones are a backbone source; its hard tensorflow-text requirement
     # (which pulls full TensorFlow) is only for text models, so install it without.
-    session.install("--no-compile", "--no-deps", "keras-hub==0.32.0")
-    session.install(
-        "--no-compile", "regex", "kagglehub", "sentencepiece", "tokenizers", *ONNX[backend]
-    )
+    session.install("--no-deps", "keras-hub==0.32.0")
+    session.install("regex", "kagglehub", "sentencepiece", "tokenizers", *ONNX[backend])
 
 
 def _venv_python(backend):

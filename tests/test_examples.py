@@ -3,11 +3,13 @@
 import os
 import re
 import runpy
+import sys
 
 import keras
 import pytest
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "examples")
+sys.path.insert(0, EXAMPLES)  # the scripts import their shared offline.py, as `python x.py` does
 
 
 def run_example(name, tmp_path, capsys, *extra):

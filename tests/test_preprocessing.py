@@ -166,6 +166,38 @@ def test_pipeline_config_round_trip_through_json(photos):
     )
 
 
+class Halve(keras.layers.Layer):
+    """A user's layer with no compute_output_shape: Keras finds its shape by running it."""
+
+    def call(self, inputs):
+        return inputs[:, ::2, ::2]
+
+
+def test_pipeline_builds_without_running_its_layers(photos, tmp_path, monkeypatch):
+    prep = preprocessing.pipeline("mobilenet_v2", resize=(40, 24), augment="medium", seed=1)
+    assert isinstance(prep, keras.layers.Pipeline) and isinstance(prep, preprocessing.Pipeline)
+    for layer in prep.layers:  # a symbolic build asks shapes and runs nothing
+        monkeypatch.setattr(layer, "call", lambda *a, **k: pytest.fail("ran a layer"))
+    inputs = keras.Input((32, 48, 3))
+    outputs = prep(inputs)
+    assert outputs.shape == (None, 40, 24, 3) and outputs.dtype == "float32"
+    assert all(layer.built for layer in prep.layers)
+    monkeypatch.undo()
+    # A layer that cannot say its shape: the pipeline runs, as Keras' does.
+    mixed = preprocessing.pipeline("mobilenet_v2", resize=False, augment=[Halve()])
+    assert mixed(keras.Input((32, 48, 3))).shape == (None, 16, 24, 3)
+    model = keras.Model(inputs, outputs)
+    path = tmp_path / "prep.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.layers[1]) is preprocessing.Pipeline
+    np.testing.assert_allclose(
+        _np(loaded(photos[:2, :32, :48], training=False)),
+        _np(model(photos[:2, :32, :48], training=False)),
+        atol=1e-4,
+    )
+
+
 @pytest.mark.parametrize(
     "make, match",
     [

@@ -19,12 +19,12 @@ learning; they show the workflow runs.
     python docs/examples/cats_vs_dogs.py [--online] [--short] [--out DIR]
 """
 
-import argparse
 import os
 import sys
 
 import keras
 import numpy as np
+from offline import calibrate_batchnorm, example_parser
 
 import kerastl
 
@@ -32,10 +32,7 @@ DATA_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--online", action="store_true", help="the real data and weights")
-    parser.add_argument("--short", action="store_true", help="a tiny run: smoke test only")
-    parser.add_argument("--out", default="cats_vs_dogs_out", help="where files go")
+    parser = example_parser(__doc__, "cats_vs_dogs_out")
     return parser.parse_args(argv)
 
 
@@ -68,25 +65,6 @@ def online_images(size):
         os.path.join(root, "validation"), size, label_mode="binary", shuffle=False
     )
     return train, val, list(train.class_names)
-
-
-def calibrate_batchnorm(extractor, images):
-    """Offline only: BatchNorm statistics of `images` in random weights (one pass).
-
-    Without them, a frozen randomly initialised network's features are ~1e-11.
-    """
-    preprocess = kerastl.preprocessing.pipeline(extractor)
-    bns = [
-        layer
-        for layer in extractor.backbone.layers
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    saved = [(bn, bn.momentum, bn.trainable) for bn in bns]
-    for bn in bns:
-        bn.momentum, bn.trainable = 0.0, True
-    extractor.backbone(preprocess(images), training=True)
-    for bn, momentum, trainable in saved:
-        bn.momentum, bn.trainable = momentum, trainable
 
 
 def main(argv=None):

@@ -33,12 +33,12 @@ say nothing about transfer learning; they show the workflow runs. Xception runs 
     python docs/examples/cifar100_xception.py [--online] [--short] [--out DIR]
 """
 
-import argparse
 import os
 import sys
 
 import keras
 import numpy as np
+from offline import calibrate_batchnorm, example_parser, photo_crops, photos
 
 import kerastl
 
@@ -47,61 +47,8 @@ OFFLINE_SIZE = 71  # Xception's smallest input
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--online", action="store_true", help="the real data and weights")
-    parser.add_argument("--short", action="store_true", help="a tiny run: smoke test only")
-    parser.add_argument("--out", default="cifar100_xception_out", help="where files go")
+    parser = example_parser(__doc__, "cifar100_xception_out")
     return parser.parse_args(argv)
-
-
-def photos():
-    """Eight colour photos that ship with scikit-image and scikit-learn, with names."""
-    from skimage import data
-    from sklearn.datasets import load_sample_images
-
-    china, flower = load_sample_images().images
-    return {
-        "cat": data.chelsea(),
-        "coffee": data.coffee(),
-        "astronaut": data.astronaut(),
-        "rocket": data.rocket(),
-        "galaxies": data.hubble_deep_field(),
-        "tissue": data.immunohistochemistry(),
-        "temple": china,
-        "flower": flower,
-    }
-
-
-def photo_crops(photos, per_class, seed, size=32):
-    """Random square crops of each photo (one class per photo), 0..255, resized to `size`."""
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for label, photo in enumerate(photos.values()):
-        h, w = photo.shape[:2]
-        for _ in range(per_class):
-            side = int(rng.integers(min(h, w) // 4, min(h, w) // 2))
-            top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-            crop = photo[top : top + side, left : left + side].astype("float32")
-            images.append(keras.ops.convert_to_numpy(keras.ops.image.resize(crop, (size, size))))
-            labels.append(label)
-    return np.stack(images), np.array(labels)
-
-
-def calibrate_batchnorm(extractor, images):
-    """Offline only: BatchNorm statistics of `images` in random weights (one pass).
-
-    Without them, a frozen randomly initialised network's features are ~1e-11.
-    """
-    preprocess = kerastl.preprocessing.pipeline(extractor)  # resizes to 71x71 as well
-    bns = [
-        la for la in extractor.backbone.layers if isinstance(la, keras.layers.BatchNormalization)
-    ]
-    saved = [(bn, bn.momentum, bn.trainable) for bn in bns]
-    for bn in bns:
-        bn.momentum, bn.trainable = 0.0, True
-    extractor.backbone(preprocess(images), training=True)
-    for bn, momentum, trainable in saved:
-        bn.momentum, bn.trainable = momentum, trainable
 
 
 def main(argv=None):
@@ -131,8 +78,8 @@ def main(argv=None):
         num_classes = 100
     else:
         images = photos()
-        x, y = photo_crops(images, 2 if args.short else 50, seed=0)
-        x_test, y_test = photo_crops(images, 1 if args.short else 20, seed=1)
+        x, y = photo_crops(images, 32, 2 if args.short else 50, seed=0, sides=(4, 2))
+        x_test, y_test = photo_crops(images, 32, 1 if args.short else 20, seed=1, sides=(4, 2))
         class_names, num_classes = list(images), len(images)
         calibrate_batchnorm(base, x)
         print("offline: random weights (BatchNorm calibrated on these images), not ImageNet's:")

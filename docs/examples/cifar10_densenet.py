@@ -37,12 +37,12 @@ whole of DenseNet201 takes about a minute on a CPU.
     python docs/examples/cifar10_densenet.py [--online] [--short] [--out DIR]
 """
 
-import argparse
 import os
 import sys
 
 import keras
 import numpy as np
+from offline import calibrate_batchnorm, example_parser
 
 import kerastl
 
@@ -54,10 +54,7 @@ SIZE = 32  # CIFAR's size, as in the seed: DenseNet201's smallest input
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--online", action="store_true", help="the real data and weights")
-    parser.add_argument("--short", action="store_true", help="a tiny run: smoke test only")
-    parser.add_argument("--out", default="cifar10_densenet_out", help="where files go")
+    parser = example_parser(__doc__, "cifar10_densenet_out")
     return parser.parse_args(argv)
 
 
@@ -75,23 +72,6 @@ def offline_digits(count=None):
     train = images[:cut], labels[:cut]
     validation = images[cut:], labels[cut:]
     return train, validation, [str(digit) for digit in range(10)]
-
-
-def calibrate_batchnorm(extractor, images):
-    """Offline only: BatchNorm statistics of `images` in random weights (one pass).
-
-    Without them, a frozen randomly initialised network's features are ~1e-11.
-    """
-    preprocess = kerastl.preprocessing.pipeline(extractor)
-    bns = [
-        la for la in extractor.backbone.layers if isinstance(la, keras.layers.BatchNormalization)
-    ]
-    saved = [(bn, bn.momentum, bn.trainable) for bn in bns]
-    for bn in bns:
-        bn.momentum, bn.trainable = 0.0, True
-    extractor.backbone(preprocess(images), training=True)
-    for bn, momentum, trainable in saved:
-        bn.momentum, bn.trainable = momentum, trainable
 
 
 def main(argv=None):

@@ -19,56 +19,23 @@ workflow runs, nothing more.
     python docs/examples/model_surgery.py [--online] [--short] [--out DIR]
 """
 
-import argparse
 import os
 import sys
 
 import keras
-import numpy as np
+from offline import calibrate_batchnorm, example_parser, photo_crops, photos
 
 import kerastl
 from kerastl.freeze import FreezePattern, TrainPattern
+
+CLASSES = ["cat", "coffee", "astronaut"]  # scikit-image's chelsea, coffee, astronaut
 
 CUT = "block_13_expand_relu"  # stride 16: the last two stages of MobileNetV2 are dropped
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--online", action="store_true", help="the real data and weights")
-    parser.add_argument("--short", action="store_true", help="a tiny run: smoke test only")
-    parser.add_argument("--out", default="model_surgery_out", help="where files go")
+    parser = example_parser(__doc__, "model_surgery_out")
     return parser.parse_args(argv)
-
-
-def photo_crops(size, per_class, seed):
-    """Random crops of scikit-image's cat, coffee and astronaut photos, 0..255, resized."""
-    from skimage import data
-
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for label, photo in enumerate((data.chelsea(), data.coffee(), data.astronaut())):
-        h, w = photo.shape[:2]
-        for _ in range(per_class):
-            side = int(rng.integers(min(h, w) // 3, min(h, w)))
-            top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-            crop = photo[top : top + side, left : left + side].astype("float32")
-            images.append(keras.ops.convert_to_numpy(keras.ops.image.resize(crop, (size, size))))
-            labels.append(label)
-    return np.stack(images), np.array(labels)
-
-
-def calibrate_batchnorm(extractor, images):
-    """Offline only: BatchNorm statistics of `images` in random weights (one pass)."""
-    preprocess = kerastl.preprocessing.pipeline(extractor)
-    bns = [
-        la for la in extractor.backbone.layers if isinstance(la, keras.layers.BatchNormalization)
-    ]
-    saved = [(bn, bn.momentum, bn.trainable) for bn in bns]
-    for bn in bns:
-        bn.momentum, bn.trainable = 0.0, True
-    extractor.backbone(preprocess(images), training=True)
-    for bn, momentum, trainable in saved:
-        bn.momentum, bn.trainable = momentum, trainable
 
 
 def checkpoint(args, size, kwargs, x, y):
@@ -112,8 +79,8 @@ def main(argv=None):
     else:
         size, classes = (32, 3) if args.short else (96, 3)
         kwargs = {"alpha": 0.35} if args.short else {}
-        x, y = photo_crops(size, 4 if args.short else 40, seed=0)
-        x_test, y_test = photo_crops(size, 2 if args.short else 20, seed=1)
+        x, y = photo_crops(photos(CLASSES), size, 4 if args.short else 40, seed=0)
+        x_test, y_test = photo_crops(photos(CLASSES), size, 2 if args.short else 20, seed=1)
         print("offline: random weights (BatchNorm calibrated on the crops), not ImageNet's;")
         print("the accuracy shows the workflow runs, nothing more")
         path = checkpoint(args, size, kwargs, x, y)

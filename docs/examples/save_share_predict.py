@@ -16,15 +16,16 @@ crops): the accuracy and the predicted class show the workflow runs, nothing mor
     python docs/examples/save_share_predict.py [--online] [--short] [--out DIR]
 """
 
-import argparse
 import logging
 import os
 import sys
 
 import keras
-import numpy as np
+from offline import calibrate_batchnorm, example_parser, photo_crops, photos
 
 import kerastl
+
+CLASSES = ["cat", "coffee", "astronaut"]  # scikit-image's chelsea, coffee, astronaut
 
 CIFAR10 = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -33,43 +34,9 @@ CIFAR10 = [
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--online", action="store_true", help="the real data and weights")
-    parser.add_argument("--short", action="store_true", help="a tiny run: smoke test only")
-    parser.add_argument("--out", default="save_share_predict_out", help="where files go")
+    parser = example_parser(__doc__, "save_share_predict_out")
     parser.add_argument("--image", help="an image file to classify (default: one is written)")
     return parser.parse_args(argv)
-
-
-def photo_crops(size, per_class, seed):
-    """Random crops of scikit-image's cat, coffee and astronaut photos, 0..255, resized."""
-    from skimage import data
-
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for label, photo in enumerate((data.chelsea(), data.coffee(), data.astronaut())):
-        h, w = photo.shape[:2]
-        for _ in range(per_class):
-            side = int(rng.integers(min(h, w) // 3, min(h, w)))
-            top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-            crop = photo[top : top + side, left : left + side].astype("float32")
-            images.append(keras.ops.convert_to_numpy(keras.ops.image.resize(crop, (size, size))))
-            labels.append(label)
-    return np.stack(images), np.array(labels), ["cat", "coffee", "astronaut"]
-
-
-def calibrate_batchnorm(extractor, images):
-    """Offline only: BatchNorm statistics of `images` in random weights (one pass)."""
-    preprocess = kerastl.preprocessing.pipeline(extractor)
-    bns = [
-        la for la in extractor.backbone.layers if isinstance(la, keras.layers.BatchNormalization)
-    ]
-    saved = [(bn, bn.momentum, bn.trainable) for bn in bns]
-    for bn in bns:
-        bn.momentum, bn.trainable = 0.0, True
-    extractor.backbone(preprocess(images), training=True)
-    for bn, momentum, trainable in saved:
-        bn.momentum, bn.trainable = momentum, trainable
 
 
 def main(argv=None):
@@ -99,8 +66,9 @@ def main(argv=None):
         x, x_test = x.astype("float32"), x_test.astype("float32")
         image = x_test[0]
     else:
-        x, y, class_names = photo_crops(size, 4 if args.short else 40, seed=0)
-        x_test, y_test, _ = photo_crops(size, 2 if args.short else 20, seed=1)
+        class_names = CLASSES
+        x, y = photo_crops(photos(CLASSES), size, 4 if args.short else 40, seed=0)
+        x_test, y_test = photo_crops(photos(CLASSES), size, 2 if args.short else 20, seed=1)
         image = x_test[0]  # a cat
         calibrate_batchnorm(base, x)
         print("offline: random weights (BatchNorm calibrated on the crops), not ImageNet's;")

@@ -3,12 +3,14 @@
 from kerastl.preprocessing.backbone_normalization import BackboneNormalization
 from kerastl.preprocessing.grayscale_to_rgb import GrayscaleToRGB
 from kerastl.preprocessing.pipelines import AUGMENT_PRESETS, augmentation, pipeline
+from kerastl.preprocessing.preprocessing_pipeline import Pipeline
 from kerastl.preprocessing.resize import Resize
 
 __all__ = [
     "AUGMENT_PRESETS",
     "BackboneNormalization",
     "GrayscaleToRGB",
+    "Pipeline",
     "Resize",
     "augmentation",
     "pipeline",

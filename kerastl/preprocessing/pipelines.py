@@ -10,6 +10,7 @@ from kerastl.backbones import get_backbone
 from kerastl.backbones.registry import BackboneSpec
 from kerastl.preprocessing.backbone_normalization import BackboneNormalization
 from kerastl.preprocessing.grayscale_to_rgb import GrayscaleToRGB
+from kerastl.preprocessing.preprocessing_pipeline import Pipeline
 from kerastl.preprocessing.resize import Resize
 
 AUGMENT_PRESETS = ("none", "light", "medium", "strong")
@@ -96,8 +97,9 @@ def pipeline(
         name: name of the returned layer.
 
     Returns:
-        A `keras.layers.Pipeline` named `"preprocessing"`, serialised with the
-        model.
+        A `kerastl.preprocessing.Pipeline` (a `keras.layers.Pipeline` that
+        builds without running its layers) named `"preprocessing"`, serialised
+        with the model.
 
     Example:
 
@@ -147,7 +149,7 @@ def pipeline(
             f"Received: augment={augment!r}"
         )
     layers.append(BackboneNormalization(mode, name="normalize"))
-    return keras.layers.Pipeline(layers, name=name)
+    return Pipeline(layers, name=name)
 
 
 def _resolve_backbone(backbone):
