@@ -15,6 +15,8 @@ import nox
 import packaging.version
 
 BACKENDS = ["tensorflow", "jax", "torch"]
+# The session that runs the tests whose check is the same on every backend (conftest).
+ONE_BACKEND = "torch"
 GPU_BACKENDS = ["jax", "torch"]
 ROOT = pathlib.Path(__file__).parent
 # What kerastl.export needs for ONNX on each backend, plus onnxruntime to check the file.
@@ -77,15 +79,22 @@ def lint(session):
 @nox.session
 @nox.parametrize("backend", BACKENDS, ids=BACKENDS)
 def tests(session, backend):
+    """The suite on one backend. Tests marked `backend_free` or `one_backend` check the
+    same thing on every backend: they run in the torch session only (the fastest), and
+    in any plain `pytest` (tests/conftest.py deselects them where KERASTL_ONE_BACKEND=skip).
+    """
     _install(session, backend)
+    env = {"KERAS_BACKEND": backend}
+    if backend != ONE_BACKEND:
+        env["KERASTL_ONE_BACKEND"] = "skip"
     session.run(
         "pytest",
         "-m",
         "not gpu and not cross_backend",
         *PARALLEL,
-        "--durations=25",  # the slowest tests, in CI's log: the 40-minute budget's ledger
+        "--durations=25",  # the slowest tests, in CI's log: the 25-minute budget's ledger
         *session.posargs,
-        env={"KERAS_BACKEND": backend},
+        env=env,
     )
 
 
@@ -132,27 +141,28 @@ def keras_floor(session):
 
 @nox.session(venv_backend="none")
 def cross_backend(session):
-    """Save under each backend, load under each of the three: 9 pairs.
+    """Save under each backend, load under each of the three: the 3 x 3 matrix.
 
-    Reuses the single-backend venvs of the tests sessions, which run before it.
+    Reuses the single-backend venvs of the tests sessions, which run before it. One
+    pytest process (torch) drives it: tests/test_cross_backend.py starts a saving and
+    then a loading process per backend, each with its own venv's Python.
     """
     pythons = {b: _venv_python(b) for b in BACKENDS}
     missing = [b for b, p in pythons.items() if not p.exists()]
     if missing:
         session.error(f"no venv for {missing}: run `nox -s tests` first.")
     mapping = ",".join(f"{b}={p}" for b, p in pythons.items())
-    for backend, python in pythons.items():
-        session.run(
-            str(python),
-            "-m",
-            "pytest",
-            "-m",
-            "cross_backend",
-            *PARALLEL,
-            *session.posargs,
-            env={"KERAS_BACKEND": backend, "KERASTL_PYTHONS": mapping},
-            external=True,
-        )
+    session.run(
+        str(pythons[ONE_BACKEND]),
+        "-m",
+        "pytest",
+        "-m",
+        "cross_backend",
+        "--durations=10",
+        *(session.posargs or ["tests/test_cross_backend.py"]),
+        env={"KERAS_BACKEND": ONE_BACKEND, "KERASTL_PYTHONS": mapping},
+        external=True,
+    )
 
 
 # --- GPU sessions ----------------------------------------------------------------------

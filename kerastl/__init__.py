@@ -10,6 +10,7 @@ from kerastl import (
     freeze,
     heads,
     layers,
+    losses,
     optimizers,
     preprocessing,
     saving,
@@ -31,8 +32,6 @@ from kerastl.saving import (
 )
 from kerastl.training import (
     FineTuneHistory,
-    GradualUnfreezing,
-    PerLayerLR,
     Plan,
     cache_features,
     explain,
@@ -51,8 +50,6 @@ __all__ = [
     "FineTuneHistory",
     "GeMPooling2D",
     "GlobalPooling2D",
-    "GradualUnfreezing",
-    "PerLayerLR",
     "Plan",
     "Prediction",
     "Predictor",
@@ -71,6 +68,7 @@ __all__ = [
     "layers",
     "load_model",
     "load_weights_by_name",
+    "losses",
     "lr_find",
     "optimizers",
     "plot_history",

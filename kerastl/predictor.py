@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerastl._checks import check_positive_int, is_finite_number
 from kerastl.backbones.recipes import PREPROCESSING_MODES
 from kerastl.data.images import read_image
 from kerastl.preprocessing.backbone_normalization import BackboneNormalization
@@ -81,18 +82,20 @@ class Predictor:
         threshold: float = 0.5,
         safe_mode: bool = True,
     ) -> None:
+        # The arguments first: a wrong one is named before any model loads.
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if not is_finite_number(threshold) or not 0.0 < threshold < 1.0:
+            raise ValueError(
+                f"`threshold` must be a number in (0, 1). Received: threshold={threshold!r}"
+            )
+        if class_names is not None:
+            class_names = _check_names(class_names)
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model, compile=False, safe_mode=safe_mode)
         if not isinstance(model, keras.Model):
             raise TypeError(
                 f"`model` must be a keras.Model or a model file path. Received: model={model!r}"
             )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(
-                f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
-            )
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"`threshold` must be in (0, 1). Received: threshold={threshold!r}")
         meta = read_metadata(model)
         self.model = model
         self.task = meta["task"]
@@ -135,8 +138,7 @@ class Predictor:
             )
         size = tuple(shape[1:3])
         if None in size:  # a model that resizes itself: batch at the backbone's size
-            backbone_shape = (meta["backbone"] or {}).get("input_shape") or [None, None]
-            size = tuple(backbone_shape[:2])
+            size = _backbone_size(meta["backbone"], model)
         self.image_size = size if None not in size else None
         self.channels = shape[3] or 3
         if self.channels not in (1, 3):
@@ -221,6 +223,37 @@ class Predictor:
             top=top,
             probabilities={n: float(p) for n, p in zip(self.class_names, probs, strict=True)},
         )
+
+
+def _check_names(class_names):
+    """An ordered sequence of names (not one string, a dict or a set), as a list."""
+    ordered = isinstance(class_names, (list, tuple)) or (
+        getattr(class_names, "ndim", None) == 1 and hasattr(class_names, "tolist")
+    )
+    if not ordered:
+        raise TypeError(
+            "`class_names` must be a list of the model's class names, in the order of its "
+            f"outputs. Received: class_names={class_names!r}"
+        )
+    return list(class_names)
+
+
+def _backbone_size(backbone, model):
+    """`(height, width)` the metadata's backbone takes, `(None, None)` if it does not say."""
+    if backbone is None:
+        return (None, None)
+    shape = backbone.get("input_shape") if isinstance(backbone, dict) else None
+    if shape is None and isinstance(backbone, dict):
+        return (None, None)
+    sizes = shape[:2] if isinstance(shape, (list, tuple)) and len(shape) >= 2 else None
+    if sizes is None or not all(s is None or is_finite_number(s, 1) for s in sizes):
+        raise ValueError(
+            "The model's kerastl metadata does not describe its backbone (a dict whose "
+            "`input_shape` is [height, width, channels]), and the model takes images of any "
+            "size: save the model again without overriding metadata['backbone']. "
+            f"Received: backbone={backbone!r} in the metadata of model={model.name!r}"
+        )
+    return tuple(None if s is None else int(s) for s in sizes)
 
 
 def _sigmoid(x):

@@ -55,6 +55,34 @@ def pytest_configure(config):
         _configure_jax(config)
 
 
+# --- tiers: what runs in which CI session -------------------------------------------------
+#
+# A test that checks the same thing on every backend runs in one session only. nox sets
+# KERASTL_ONE_BACKEND=skip in the tensorflow and jax sessions, which deselects the tests
+# marked `backend_free` (they touch no tensor: structure, packaging, argument checks that
+# run before any tensor, image decoding, plots, numpy scores, the CLI parser) and
+# `one_backend` (they use the backend, but what they check does not depend on it: the
+# documentation's examples, the example scripts). The torch session runs them. A plain
+# `pytest` runs everything.
+ONE_BACKEND = "KERASTL_ONE_BACKEND"
+ONE_BACKEND_MARKERS = ("backend_free", "one_backend")
+
+
+def pytest_collection_modifyitems(config, items):
+    setting = os.environ.get(ONE_BACKEND, "")
+    if setting not in ("", "skip"):
+        raise pytest.UsageError(f"{ONE_BACKEND} must be 'skip' or unset. Received: {setting!r}")
+    if setting != "skip":
+        return
+    kept, deselected = [], []
+    for item in items:
+        marked = any(item.get_closest_marker(name) for name in ONE_BACKEND_MARKERS)
+        (deselected if marked else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
 def pytest_unconfigure(config):
     if os.environ.get(_CACHE_OWNER) == str(os.getpid()):
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -142,24 +142,70 @@ def test_mixup_and_cutmix_mix_images_and_one_hot_labels(photos):
         data.from_arrays(x, np.arange(8) % 2, mix="mixup")
 
 
+_X = np.full((4, 8, 8, 3), 100.0)
+
+
+def _nan(value):
+    x = _X.copy()
+    x[2, 0, 0, 0] = value
+    return x
+
+
 @pytest.mark.parametrize(
     "x, y, kwargs, match",
     [
-        (np.zeros((4, 8, 8), "uint8"), None, {}, r"Received: x.shape=\(4, 8, 8\)"),
+        (np.zeros((4, 8, 8), "uint8"), None, {}, r"Received: x of shape \(4, 8, 8\)"),
         (np.zeros((4, 8, 8, 4), "uint8"), None, {}, r"3 \(RGB\) channels"),
-        (np.array([[[["a"] * 3] * 2] * 2]), None, {}, "Received: x.dtype=<U1"),
-        (np.zeros((4, 8, 8, 3), bool), None, {}, "Received: x.dtype=bool"),
-        (np.zeros((4, 8, 8, 3)), np.zeros(3), {}, "Received: len\\(y\\)=3"),
+        (np.array([[[["a"] * 3] * 2] * 2]), None, {}, "Received: x of dtype <U1"),
+        (np.zeros((4, 8, 8, 3), bool), None, {}, "Received: x of dtype bool"),
+        ([_X[0], _X[1, :4]], None, {}, r"ragged.*Received: x as a list of 2 images"),
+        (_nan(np.nan), None, {}, r"NaN or infinite.*image 2.*Received: x with 1 NaN"),
+        (_nan(np.inf), None, {}, r"NaN or infinite.*Received: x with 0 NaN and 1 infinite"),
+        (_X, np.zeros(3), {}, r"Received: y labels of shape \(3,\)"),
+        (_X, 3, {}, r"4 images but a single value.*Received: y labels of shape \(\)"),
+        (_X, [0, np.nan, 1, 0], {}, r"`y` holds NaN.*Received: y with 1 non-finite"),
+        (_X, ["cat", "dog", "cat", "dog"], {}, r"`y` must be numbers.*Received: y of dtype <U3"),
         (np.zeros((0, 8, 8, 3)), None, {}, "holds no images"),
-        (np.zeros((4, 8, 8, 3)), None, {"batch_size": 0}, "Received: batch_size=0"),
-        (np.zeros((4, 8, 8, 3)), None, {"validation_split": 1.5}, "Received: validation_split=1.5"),
-        (np.zeros((4, 8, 8, 3)), None, {"mix": "blend"}, "Received: mix='blend'"),
+        (_X, None, {"batch_size": 0}, "Received: batch_size=0"),
+        (_X, None, {"validation_split": 1.5}, "Received: validation_split=1.5"),
+        (_X, None, {"mix": "blend"}, "Received: mix='blend'"),
+        (_X, None, {"workers": 0}, "Received: workers=0"),
+        (_X, [0, 1, 2, 0], {"class_names": ["a", "b"]}, r"names 2 classes.*ids up to 2"),
     ],
-    ids=["rank", "channels", "strings", "bool", "labels", "empty", "batch", "split", "mix"],
+    ids=[
+        "rank",
+        "channels",
+        "strings",
+        "bool",
+        "ragged",
+        "nan",
+        "inf",
+        "labels",
+        "scalar-y",
+        "nan-y",
+        "string-y",
+        "empty",
+        "batch",
+        "split",
+        "mix",
+        "workers",
+        "class-count",
+    ],
 )
 def test_from_arrays_bad_input(x, y, kwargs, match):
     with pytest.raises(ValueError, match=match):
         data.from_arrays(x, y, **kwargs)
+
+
+def test_from_arrays_and_image_batches_bad_types():
+    with pytest.raises(TypeError, match=r"`class_names` must be a list.*Received: class_names=5"):
+        data.from_arrays(_X, [0, 1, 0, 1], class_names=5)
+    with pytest.raises(ValueError, match=r"Received: batch_size=0"):
+        data.ImageBatches(_X, batch_size=0)
+    with pytest.raises(ValueError, match=r"one per image \(4 images\).*labels of shape \(3,\)"):
+        data.ImageBatches(_X, np.arange(3))
+    with pytest.raises(ValueError, match=r"Received: workers=0"):
+        data.ImageBatches(_X, workers=0)
 
 
 def test_already_normalised_images_warn():
@@ -278,8 +324,10 @@ def test_tf_dataset_is_shuffled_batched_prefetched_and_fits(photos):
     model = _tiny_model(heads.binary())
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    with pytest.raises(ValueError, match=r"Received: dataset images.shape=\(None, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"Received: dataset images of shape \(None, 32, 32\)"):
         data.from_tf_dataset(tf.data.Dataset.from_tensor_slices(images[..., 0]))
+    with pytest.raises(ValueError, match=r"shuffle buffer.*Received: shuffle=-5"):
+        data.from_tf_dataset(tf.data.Dataset.from_tensor_slices((images, labels)), shuffle=-5)
     with pytest.raises(ValueError, match="Received: dataset=ndarray"):
         data.from_tf_dataset(images)
 
@@ -313,6 +361,11 @@ def test_torch_dataset_channels_first_becomes_channels_last_and_fits(photos):
     assert data.from_torch_dataset(loader) is loader
     with pytest.raises(ValueError, match="Received: dataset=list"):
         data.from_torch_dataset([1, 2])
+    empty = torch.utils.data.TensorDataset(torch.zeros(0, 8, 8, 3), torch.zeros(0))
+    with pytest.raises(ValueError, match=r"holds no batches.*Received: dataset=DataLoader of 0"):
+        data.from_torch_dataset(torch.utils.data.DataLoader(empty))
+    with pytest.raises(ValueError, match=r"holds no images.*Received: dataset of length 0"):
+        data.from_torch_dataset(empty)
 
 
 # --- one image ---------------------------------------------------------------------

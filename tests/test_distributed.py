@@ -108,7 +108,7 @@ from support import calibrate_batchnorm, real_images, tf_mode
 
 import kerastl
 
-fine_tune_module = sys.modules["kerastl.training.fine_tune"]
+fine_tune_module = sys.modules["kerastl.training.head_phase"]  # where fine_tune caches
 
 photos = real_images(size=16, count=12, seed=0)
 labels = np.arange(12) % 3

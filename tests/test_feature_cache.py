@@ -9,7 +9,7 @@ import pytest
 from support import calibrate_batchnorm, tf_mode
 
 import kerastl
-from kerastl.training import feature_cache
+from kerastl.training import feature_cache, feature_store
 from kerastl.training.checkpoints import Checkpoints
 
 
@@ -71,7 +71,7 @@ def test_the_cache_is_never_used_where_it_is_invalid(photos, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the cache was used")
 
-    monkeypatch.setattr(sys.modules["kerastl.training.fine_tune"], "features_of", refuse)
+    monkeypatch.setattr(sys.modules["kerastl.training.head_phase"], "features_of", refuse)
     kerastl.fine_tune(augmented, (x, y), epochs=0, head_epochs=1, verbose=0)  # auto: not used
     mixed = kerastl.data.from_arrays(
         x, keras.utils.to_categorical(y, 3), batch_size=6, mix="mixup", seed=0
@@ -232,7 +232,7 @@ def test_augmented_views_are_cached_and_sampled_per_epoch(photos, tmp_path, monk
         used.append(kwargs.get("views"))
         return original(front, data, **kwargs)
 
-    monkeypatch.setattr(sys.modules["kerastl.training.fine_tune"], "features_of", spy)
+    monkeypatch.setattr(sys.modules["kerastl.training.head_phase"], "features_of", spy)
     before = np.array(keras.ops.convert_to_numpy(model.get_layer("head").weights[0]))
     history = kerastl.fine_tune(
         model, (x, y), (x, y), epochs=0, head_epochs=2, views=3, cache=True, verbose=0
@@ -408,7 +408,7 @@ def test_the_disk_cache_key_runs_nothing_and_sees_a_user_layers_code(photos, tmp
     original = front.predict_on_batch
     front.predict_on_batch = lambda *a, **k: calls.append(1) or original(*a, **k)
     fingerprint = "data"
-    assert feature_cache._key(front, fingerprint) == feature_cache._key(front, fingerprint)
+    assert feature_store.cache_key(front, fingerprint) == feature_store.cache_key(front, fingerprint)
     assert calls == []
     again = kerastl.cache_features(model, (x, y), batch_size=6, cache_dir=tmp_path, verbose=0)
     assert again.reused and again.key == first.key
@@ -420,10 +420,10 @@ def test_the_disk_cache_key_runs_nothing_and_sees_a_user_layers_code(photos, tmp
     codes = []
     for factor in (1, 2):
         exec(compile(source.format(factor=factor), f"<scale_{factor}>", "exec"), namespace)
-        codes.append(feature_cache._code_of(namespace["Scale"]))
+        codes.append(feature_store.code_of(namespace["Scale"]))
     assert codes[0] != codes[1]  # no source kept for exec'd code: its bytecode
-    assert feature_cache._code_of(keras.layers.Dense) == ""
-    assert "return x * 2" in feature_cache._code_of(_Doubling)
+    assert feature_store.code_of(keras.layers.Dense) == ""
+    assert "return x * 2" in feature_store.code_of(_Doubling)
 
 
 class _Doubling(keras.layers.Layer):

@@ -15,7 +15,7 @@ from support import calibrated_cnn, real_images, tf_mode
 import kerastl
 from kerastl.freeze import TrainPattern, TrainTopBlocks
 from kerastl.training import checkpoints as checkpoints_module
-from kerastl.training.checkpoints import Checkpoints
+from kerastl.training.checkpoints import Checkpoints, variables_differ
 
 
 def _backbone(photos):
@@ -99,13 +99,18 @@ def test_phase_two_rates_spread_over_the_blocks(photos):
     x, y = _data(photos)
     kerastl.fine_tune(model, (x, y), epochs=1, lr_mult=100.0, batch_size=6, verbose=0)
     optimizer = model.optimizer
-    assert isinstance(optimizer, kerastl.PerLayerLR)
+    assert isinstance(optimizer, kerastl.optimizers.PerLayerLR)
     extractor = kerastl.layers.find_extractor(model)
     first = extractor.blocks[0][1][0]
     last = extractor.blocks[-1][1][0]
     assert optimizer.multiplier_for_path(f"{first}/kernel") == pytest.approx(0.01)
     assert optimizer.multiplier_for_path(f"{last}/kernel") > 0.1
     assert optimizer.multiplier_for_path("head/dense_0/kernel") == 1.0
+    # `layer_decay` alone replaces the default `lr_mult` (passing both is refused).
+    model = _model(photos)
+    kerastl.fine_tune(model, (x, y), epochs=1, layer_decay=0.5, batch_size=6, verbose=0)
+    blocks = len(extractor.blocks)
+    assert model.optimizer.multiplier_for_path(f"{first}/kernel") == pytest.approx(0.5**blocks)
     # Top blocks only: the rest stays frozen.
     model = _model(photos)
     kerastl.fine_tune(model, (x, y), epochs=1, unfreeze=TrainTopBlocks(1), batch_size=6, verbose=0)
@@ -132,7 +137,7 @@ def test_label_smoothing_ema_one_cycle_and_early_stopping_run(photos):
         batch_size=6,
         verbose=0,
     )
-    assert isinstance(model.loss, kerastl.training.SparseCategoricalCrossentropy)
+    assert isinstance(model.loss, kerastl.losses.SparseCategoricalCrossentropy)
     assert model.optimizer.inner_optimizer.use_ema
     assert history.stopped_early and len(history.epoch) < 5
     val = history.history["val_loss"]
@@ -142,13 +147,15 @@ def test_label_smoothing_ema_one_cycle_and_early_stopping_run(photos):
 
 
 def test_schedules_warm_up_then_decay():
-    schedule = kerastl.training.WarmupCosine(1e-3, total_steps=50, warmup_steps=5)
+    schedule = kerastl.optimizers.WarmupCosine(1e-3, total_steps=50, warmup_steps=5)
     rates = [float(schedule(step)) for step in range(50)]
     assert rates[0] < rates[4] == pytest.approx(1e-3) and rates[-1] == pytest.approx(0, abs=1e-9)
     assert all(a >= b for a, b in zip(rates[5:], rates[6:], strict=False))
-    clone = kerastl.training.WarmupCosine.from_config(json.loads(json.dumps(schedule.get_config())))
+    clone = kerastl.optimizers.WarmupCosine.from_config(
+        json.loads(json.dumps(schedule.get_config()))
+    )
     assert float(clone(17)) == pytest.approx(rates[17])
-    cycle = kerastl.training.OneCycle(1e-3, total_steps=40, pct_start=0.25)
+    cycle = kerastl.optimizers.OneCycle(1e-3, total_steps=40, pct_start=0.25)
     values = [float(cycle(step)) for step in range(40)]
     assert max(values) == pytest.approx(1e-3) and values.index(max(values)) == 10
 
@@ -272,6 +279,106 @@ def test_other_settings_are_not_resumed(photos, tmp_path):
         )
 
 
+# --- resume: only the same run ------------------------------------------------------------
+
+
+def _head_only(photos, tmp_path, train=None, validation=None, model=None, **kwargs):
+    """A head-only run (the cache makes it quick) with checkpoints in `tmp_path`."""
+    x, y = _data(photos)
+    args = dict(epochs=0, batch_size=6, checkpoint_dir=tmp_path, verbose=0, **kwargs)
+    train = (x, y) if train is None else train
+    return kerastl.fine_tune(model or _model(photos), train, validation, **args)
+
+
+def test_a_finished_run_is_not_resumed_with_another_optimizer_or_data(photos, tmp_path):
+    x, y = _data(photos)
+    model = _model(photos)
+    first = _head_only(photos, tmp_path, validation=(x, y), model=model)
+    cases = {
+        "optimizer: Adam there, SGD here": dict(optimizer="sgd"),
+        "optimizer's beta_1: 0.9 there, 0.5 here": dict(
+            optimizer=keras.optimizers.Adam(beta_1=0.5)
+        ),
+        "`train`: other data": dict(train=(x[:12], y[:12]), validation=(x, y)),
+        "`validation`: other data .*not given here": dict(),
+    }
+    for message, kwargs in cases.items():
+        kwargs.setdefault("validation", (x, y) if "optimizer" in kwargs else None)
+        with pytest.raises(
+            ValueError, match=rf"other settings.*{message}.*Received: checkpoint_dir="
+        ):
+            _head_only(photos, tmp_path, model=model, **kwargs)
+    # The same optimizer given as an instance with its defaults is the same run.
+    again = _head_only(
+        photos, tmp_path, validation=(x, y), model=model, optimizer=keras.optimizers.Adam()
+    )
+    assert again.history == first.history
+
+
+def test_a_checkpoint_of_another_model_names_the_variables_that_differ(photos, tmp_path):
+    _head_only(photos, tmp_path)
+    extractor = kerastl.FeatureExtractor(_backbone(photos), pooling="avg")
+    prep = kerastl.preprocessing.pipeline(extractor, mode="tf")
+    other = kerastl.build_model(extractor, kerastl.heads.multiclass(5), preprocessing=prep)
+    shapes = r"head/predictions/kernel \(\d+, 3\) there, \(\d+, 5\) here"
+    with pytest.raises(
+        ValueError, match=rf"variables differ: .*{shapes}.*Received: checkpoint_dir"
+    ):
+        _head_only(photos, tmp_path, model=other)
+    # Restored directly, the checkpoint's files say the same.
+    checkpoints = Checkpoints(str(tmp_path))
+    _, path = checkpoints.latest()
+    n = len(other.weights)
+    with pytest.raises(ValueError, match=rf"model state.*{n} saved variables, {n} here.*{shapes}"):
+        checkpoints.restore(other, path, optimizer=False)
+
+
+@pytest.mark.backend_free
+def test_variables_differ_says_which():
+    saved = [["conv/kernel", [3, 3, 3, 8]], ["head/dense/kernel", [8, 3]]]
+    assert variables_differ(saved, saved) is None
+    # Keras' automatic numbering depends on the session: not a difference.
+    renumbered = [["conv_4/kernel", [3, 3, 3, 8]], ["head/dense_2/kernel", [8, 3]]]
+    assert variables_differ(saved, renumbered) is None
+    here = [["conv/kernel", [3, 3, 3, 8]], ["head/dense/kernel", [8, 5]], ["head/dense/bias", [5]]]
+    message = variables_differ(saved, here)
+    assert message.startswith("2 saved variables, 3 here")
+    assert "head/dense/kernel (8, 3) there, (8, 5) here" in message
+    assert "only here: head/dense/bias" in message
+
+
+def test_a_cut_or_corrupt_checkpoint_is_named(photos, tmp_path):
+    _head_only(photos, tmp_path)
+    checkpoints = Checkpoints(str(tmp_path))
+    _, path = checkpoints.latest()
+    weights = os.path.join(path, "model.npz")
+    with open(weights, "rb") as f:
+        content = f.read()
+    # Bytes changed in the middle: the archive opens, an array's CRC fails.
+    with open(weights, "wb") as f:
+        f.write(content[:200] + bytes(255 - b for b in content[200:400]) + content[400:])
+    named = r"checkpoint file '.*model\.npz' in `checkpoint_dir` cannot be read"
+    with pytest.raises(ValueError, match=rf"{named}.*Received: checkpoint_dir="):
+        checkpoints.restore(_model(photos), path, optimizer=False)
+    # Cut short: refused before any training.
+    with open(weights, "wb") as f:
+        f.write(content[: len(content) // 2])
+    with pytest.raises(ValueError, match=rf"{named}.*Received: checkpoint_dir="):
+        _head_only(photos, tmp_path)
+
+
+def test_a_checkpoint_without_its_run_record_is_refused(photos, tmp_path):
+    _head_only(photos, tmp_path)
+    _, path = Checkpoints(str(tmp_path)).latest()
+    with open(os.path.join(path, "state.json")) as f:
+        state = json.load(f)
+    del state["run"]  # as written before checkpoints recorded their run
+    with open(os.path.join(path, "state.json"), "w") as f:
+        json.dump(state, f)
+    with pytest.raises(ValueError, match=r"does not record what its run.*Received: checkpoint_dir"):
+        _head_only(photos, tmp_path)
+
+
 # --- bad input ---------------------------------------------------------------------------
 
 
@@ -306,9 +413,40 @@ BAD = {
     "callbacks": (dict(epochs=1, callbacks=["cb"]), TypeError, r"Received: callbacks="),
     "bn": (dict(epochs=1, bn="moving"), ValueError, r"Received: bn='moving'"),
     "plan": (dict(epochs=1, plan="fast"), TypeError, r"Received: plan='fast'"),
+    "layer-decay-with-lr-mult": (
+        dict(epochs=1, layer_decay=0.5, lr_mult=10.0),
+        ValueError,
+        r"`layer_decay` and `lr_mult`.*Received: layer_decay=0.5, lr_mult=10.0",
+    ),
+    "unfreeze-without-phase-two": (
+        dict(epochs=0, unfreeze="none"),
+        ValueError,
+        r"`unfreeze` applies to phase 2.*`epochs` is 0.*Received: unfreeze='none', epochs=0",
+    ),
+    "bn-without-phase-two": (
+        dict(epochs=0, bn="train"),
+        ValueError,
+        r"`bn` applies to phase 2.*Received: bn='train', epochs=0",
+    ),
+    "lr-mult-without-phase-two": (
+        dict(epochs=0, lr_mult=10.0),
+        ValueError,
+        r"`lr_mult` applies to phase 2.*Received: lr_mult=10.0, epochs=0",
+    ),
+    "layer-decay-without-phase-two": (
+        dict(epochs=0, layer_decay=0.5),
+        ValueError,
+        r"`layer_decay` applies to phase 2.*Received: layer_decay=0.5, epochs=0",
+    ),
+    "cache-dir-without-cache": (
+        dict(epochs=1, cache=False, cache_dir="features"),
+        ValueError,
+        r"Received: cache_dir='features', cache=False",
+    ),
 }
 
 
+@pytest.mark.backend_free
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_arguments_are_refused_clearly(tiny, photos, case):
     kwargs, error, match = BAD[case]
@@ -336,6 +474,98 @@ def test_bad_data_is_refused_clearly(tiny, photos, tmp_path):
         kerastl.fine_tune(plain, (np.zeros((2, 4)), np.zeros(2)), epochs=1, verbose=0)
 
 
+def _one_hot_model(photos):
+    extractor = kerastl.FeatureExtractor(_backbone(photos), pooling="avg")
+    prep = kerastl.preprocessing.pipeline(extractor, mode="tf")
+    head = kerastl.heads.multiclass(3, sparse_labels=False)
+    return kerastl.build_model(extractor, head, preprocessing=prep)
+
+
+def _nan_images(x):
+    images = x.astype("float32")
+    images[3, 0, 0, 0] = np.nan
+    return images
+
+
+# What the data door refuses, through fine_tune: (train, validation, the message).
+BAD_DATA = {
+    "one-hot-width": (
+        lambda x, y: (x, keras.utils.to_categorical(y, 4)),
+        None,
+        r"`train` has labels of 4 classes; the head has 3.*Received: train labels of shape",
+    ),
+    "rank-3-images": (
+        lambda x, y: (x[..., 0], y),
+        None,
+        r"`train` images must have rank 4.*Received: train images of shape \(18, 32, 32\)",
+    ),
+    "5-channels": (
+        lambda x, y: (np.concatenate([x, x[..., :2]], axis=-1), y),
+        None,
+        r"1 \(grayscale\) or 3 \(RGB\) channels.*Received: train images of shape \(18, 32, 32, 5\)",
+    ),
+    "strings": (
+        lambda x, y: (x.astype(str), y),
+        None,
+        r"`train` images must be numbers.*Received: train images of dtype <U",
+    ),
+    "ragged-list": (
+        lambda x, y: ([x[0], x[1][:20]], y[:2]),
+        None,
+        r"`train` images are ragged.*Received: train images as a list of 2 images",
+    ),
+    "validation-without-labels": (
+        lambda x, y: (x, y),
+        lambda x, y: (x, None),
+        r"`validation` needs labels.*Received: validation=\(x, None\)",
+    ),
+    "nan-images": (
+        lambda x, y: (_nan_images(x), y),
+        None,
+        r"`train` images hold NaN or infinite values \(first in image 3\).*Received: train",
+    ),
+}
+
+
+@pytest.mark.backend_free
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_data_is_refused_by_the_door(photos, case):
+    make_train, make_validation, match = BAD_DATA[case]
+    x, y = _data(photos)
+    model = _one_hot_model(photos) if case == "one-hot-width" else _model(photos)
+    validation = None if make_validation is None else make_validation(x, y)
+    with pytest.raises(ValueError, match=match):
+        kerastl.fine_tune(model, make_train(x, y), validation, epochs=1, verbose=0)
+
+
+def _streamed(x, y):
+    """`(x, y)` batched as the backend's own data: tf.data, a torch DataLoader (or None)."""
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(6)
+    if backend == "torch":
+        import torch
+
+        pairs = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+        return kerastl.data.from_torch_dataset(pairs, batch_size=6, seed=0)
+    return None
+
+
+@pytest.mark.parametrize("cache", ["auto", False])
+def test_streamed_labels_out_of_range_are_named_at_their_batch(photos, cache):
+    x, y = _data(photos)
+    y = y.copy()
+    y[9] = 7
+    train = _streamed(x, y)
+    if train is None:
+        pytest.skip("tf.data on TensorFlow, a torch DataLoader on torch")
+    match = r"`train` has labels the head does not have.*\[7\].*Received: train labels \(batch \d+\)"
+    with pytest.raises(ValueError, match=match):
+        kerastl.fine_tune(_model(photos), train, epochs=0, cache=cache, verbose=0)
+
+
 def test_real_images_sanity(photos):
     # The fixture is real: features of the calibrated backbone depend on the image.
     features = kerastl.layers.find_extractor(_model(photos))(tf_mode(real_images(32, 4)))
@@ -355,6 +585,9 @@ def test_a_plan_gives_epochs_and_explicit_arguments_win(photos):
         _model(photos), (x, y), plan=plan, head_epochs=1, batch_size=6, verbose=0
     )
     assert len(history.epoch) == 1 and history.phases == ["head"]
+    # Nothing the call passes is dropped: the plan's epochs=0 leaves no phase 2.
+    with pytest.raises(ValueError, match=r"`unfreeze` applies to phase 2.*is 0 \(the plan's\)"):
+        kerastl.fine_tune(_model(photos), (x, y), plan=plan, unfreeze="none", verbose=0)
 
 
 def test_tf_data_and_torch_loaders_are_taken(photos):

@@ -428,3 +428,17 @@ def test_explain_rows_and_totals_match_summary():
     table = printed[0]
     assert "fx/block_16_project " in table and f"Trainable params: {totals['Trainable']:,}" in table
     assert "Layer" in table.splitlines()[2] and "BatchNorm" in table.splitlines()[2]
+
+
+@pytest.mark.backend_free
+def test_set_trainable_names_a_wrong_model_or_policy():
+    with pytest.raises(TypeError, match=r"`model` must be a keras.Model.*Received: model='all'"):
+        kerastl.freeze.set_trainable("all", "all", None)
+
+
+def test_set_trainable_takes_a_shortcut_and_names_a_wrong_policy():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="d")(inputs))
+    assert kerastl.freeze.set_trainable(model, "none", [("b", ["d"])]) == {"d"}
+    with pytest.raises(TypeError, match=r"Received: policy=3"):
+        kerastl.freeze.set_trainable(model, 3, [("b", ["d"])])

@@ -224,3 +224,11 @@ def test_bad_arguments_name_the_argument(make, match):
 def test_wrong_feature_rank_is_an_error():
     with pytest.raises(ValueError, match=r"Received: input_shape=\(2, 5, 8\)"):
         heads.binary()(np.zeros((2, 5, 8), "float32"))
+
+
+@pytest.mark.backend_free
+def test_find_head_wants_a_model():
+    with pytest.raises(
+        TypeError, match=r"`model` must be a keras.Model or layer. Received: model='x'"
+    ):
+        heads.find_head("x")

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 from support import RAMP8, ramp_image, write_png16
 
+from kerastl.data import load_image, prepare_image
 from kerastl.data.images import convert_channels, read_image, resize_image
 
 
@@ -253,3 +254,16 @@ def test_bad_arrays_are_refused_clearly(source, error, match):
 def test_bad_size_and_channels(kwargs, match):
     with pytest.raises(ValueError, match=match):
         read_image(np.zeros((8, 8, 3)), **kwargs)
+
+
+@pytest.mark.backend_free
+def test_an_int_image_size_is_a_square_and_alpha_is_dropped(tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((50, 70, 3), "uint8")).save(path)
+    assert load_image(path, image_size=96).shape == (96, 96, 3)
+    rgba = np.zeros((20, 30, 4), "uint8")
+    rgba[..., 0], rgba[..., 3] = 200, 0  # fully transparent: alpha is dropped, not composited
+    batch = prepare_image(rgba)
+    assert batch.shape == (1, 20, 30, 3) and batch[0, 0, 0].tolist() == [200.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"Received: image_size=True"):
+        load_image(path, image_size=True)

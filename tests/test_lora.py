@@ -10,15 +10,10 @@ from support import BACKENDS, calibrate_batchnorm, run_in_backend, shapes_only, 
 
 import kerastl
 from kerastl._keras_private import flatten_layers
-from kerastl.freeze import (
-    LoRA,
-    LoRAWrapper,
-    apply_lora,
-    load_adapters,
-    merge_lora,
-    save_adapters,
-)
-from kerastl.freeze.lora import adapters
+from kerastl.freeze import LoRA
+from kerastl.layers import LoRAWrapper, apply_lora, merge_lora
+from kerastl.layers.lora import adapters
+from kerastl.saving import load_adapters, save_adapters
 
 # stem_conv, dw_conv, sep_conv (two kernels), group_conv, dense: six adapted kernels.
 ADAPTED = ["stem_conv", "dw_conv", "sep_conv", "group_conv", "dense"]
@@ -380,7 +375,7 @@ def test_saved_lora_model_loads_on_every_backend(target, trained, photos, tmp_pa
         import numpy as np, kerastl
         model = kerastl.load_model(path)
         fx = model.get_layer("feature_extractor")
-        wrappers = kerastl.freeze.lora.adapters(fx)
+        wrappers = kerastl.layers.lora.adapters(fx)
         print(json.dumps({"lora": repr(fx.lora), "adapted": [w.name for w in wrappers],
                           "probs": model.predict(np.load(images), verbose=0).tolist()}))
         """,
@@ -450,3 +445,22 @@ def test_fine_tune_with_a_lora_policy_caches_the_head_phase_then_trains_adapters
     # Checked before the head phase runs: a policy that adapts nothing.
     with pytest.raises(ValueError, match=r"adapts no layer.*Received: unfreeze="):
         kerastl.fine_tune(classifier(extractor(photos)), data, epochs=1, unfreeze=LoRA(layers="bn"))
+
+
+def test_lora_as_the_freeze_policy_is_freeze_all_with_adapters(photos):
+    policy = LoRA(rank=2, layers="stem|group")
+    fx = extractor(photos, freeze=policy)
+    assert fx.lora == policy and isinstance(fx.freeze, kerastl.freeze.FreezeAll)
+    assert sorted(w.name for w in adapters(fx)) == ["group_conv", "stem_conv"]
+    assert {layer.name for layer in fx.backbone.layers if layer.trainable} == {
+        "group_conv",
+        "stem_conv",
+    }
+    with pytest.raises(ValueError, match=r"pass the adapters once, as `lora=`. Received: freeze="):
+        extractor(photos, freeze=policy, lora=LoRA(rank=4))
+
+
+@pytest.mark.backend_free
+def test_lora_where_a_freeze_policy_goes_says_to_pass_it_as_lora():
+    with pytest.raises(ValueError, match=r"as `lora=`.*Received: freeze=LoRA\(rank=4\)"):
+        kerastl.freeze.get_policy(LoRA(rank=4))

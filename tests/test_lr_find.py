@@ -60,7 +60,9 @@ def _state(model):
 OPTIMIZERS = {
     "adam-after-fit": (lambda: keras.optimizers.Adam(1e-3), True),
     "per_layer_lr-after-fit": (
-        lambda: kerastl.PerLayerLR(keras.optimizers.Adam(1e-3), multipliers={"conv_0": 0.1}),
+        lambda: kerastl.optimizers.PerLayerLR(
+            keras.optimizers.Adam(1e-3), multipliers={"conv_0": 0.1}
+        ),
         True,
     ),
     "sgd_momentum-unbuilt": (lambda: keras.optimizers.SGD(1e-3, momentum=0.9), False),
@@ -286,14 +288,18 @@ BAD = {
     "train-empty-arrays": (
         lambda m, x, y: lr_find(m, (x[:0], y[:0]), verbose=0),
         ValueError,
-        "train=tuple of [(0, 16, 16, 3), (0,)]",
+        "train images of shape (0, 16, 16, 3)",
     ),
     "train-empty-dataset": (
         lambda m, x, y: lr_find(m, [], verbose=0),
         ValueError,
         "train=list of []",
     ),
-    "train-no-labels": (lambda m, x, y: lr_find(m, (x,), verbose=0), ValueError, "train=tuple"),
+    "train-no-labels": (
+        lambda m, x, y: lr_find(m, (x,), verbose=0),
+        ValueError,
+        "train=images of shape (8, 16, 16, 3)",
+    ),
     "train-y-none": (
         lambda m, x, y: lr_find(m, (x, None), verbose=0),
         ValueError,
@@ -302,14 +308,14 @@ BAD = {
     "train-length-mismatch": (
         lambda m, x, y: lr_find(m, (x, y[:3]), verbose=0),
         ValueError,
-        "len(y)=3",
+        "train labels of shape (3,)",
     ),
     "train-dataset-without-labels": (
         lambda m, x, y: lr_find(m, kerastl.data.from_arrays(x, batch_size=4), verbose=0),
         ValueError,
         "train=ImageBatches",
     ),
-    "train-str": (lambda m, x, y: lr_find(m, "images/", verbose=0), TypeError, "train=str"),
+    "train-str": (lambda m, x, y: lr_find(m, "images/", verbose=0), TypeError, "train='images/'"),
 }
 
 

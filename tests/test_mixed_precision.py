@@ -208,7 +208,7 @@ def test_gradual_unfreezing_with_a_rate_multiplier_keeps_one_loss_scaler(photos)
     try:
         x, y = _data(photos)
         model = _model(photos)
-        callback = kerastl.GradualUnfreezing(every=1, lr_multiplier=0.1, verbose=0)
+        callback = kerastl.callbacks.GradualUnfreezing(every=1, lr_multiplier=0.1, verbose=0)
         history = model.fit(x, y, epochs=2, batch_size=6, verbose=0, callbacks=[callback])
     finally:
         keras.config.set_dtype_policy("float32")

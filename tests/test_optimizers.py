@@ -197,3 +197,10 @@ def test_bad_arguments(kwargs, match):
     args = {"optimizer": "sgd", **kwargs}
     with pytest.raises(ValueError, match=match):
         PerLayerLR(**args)
+
+
+def test_multiplier_for_path_wants_a_path():
+    optimizer = PerLayerLR("adam", multipliers={"b": 0.5})
+    assert optimizer.multiplier_for_path("b/kernel") == 0.5
+    with pytest.raises(TypeError, match=r"Received: path=3"):
+        optimizer.multiplier_for_path(3)

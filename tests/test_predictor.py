@@ -308,3 +308,34 @@ def test_regression_model_is_refused():
     )
     with pytest.raises(ValueError, match="task='regression'.*Received: model="):
         Predictor(model)
+
+
+@pytest.mark.backend_free
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (
+            {"threshold": "x"},
+            ValueError,
+            r"`threshold` must be a number in \(0, 1\)\. Received: threshold='x'",
+        ),
+        ({"threshold": True}, ValueError, r"Received: threshold=True"),
+        ({"batch_size": True}, ValueError, r"Received: batch_size=True"),
+        ({"class_names": 5}, TypeError, r"`class_names` must be a list.*Received: class_names=5"),
+        ({"class_names": {"a": 0, "b": 1}}, TypeError, r"Received: class_names=\{'a': 0"),
+        ({"class_names": "abc"}, TypeError, r"Received: class_names='abc'"),
+    ],
+)
+def test_bad_arguments_are_named_before_any_model_loads(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Predictor(tmp_path / "not-there.keras", **kwargs)
+
+
+def test_metadata_that_does_not_describe_the_backbone_is_named(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    path = tmp_path / "m.keras"
+    save_model(model, path, metadata={"backbone": 5})
+    with pytest.raises(ValueError, match=r"metadata\['backbone'\].*Received: backbone=5"):
+        Predictor(path)

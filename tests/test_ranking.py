@@ -13,13 +13,8 @@ from support import calibrate_batchnorm
 import kerastl
 from kerastl.backbones import registry
 from kerastl.backbones.registry import BackboneSpec
-from kerastl.training.ranking import (
-    BackboneRanking,
-    linear_probe,
-    logme,
-    rank_backbones,
-    stratified_folds,
-)
+from kerastl.training.ranking import BackboneRanking, rank_backbones
+from kerastl.training.transferability import linear_probe, logme, stratified_folds
 
 SIZE = 16  # digits' 8x8 scans, upscaled twice
 
@@ -366,11 +361,20 @@ def test_bad_arguments_are_refused_by_name(kwargs, error, match):
 @pytest.mark.parametrize(
     "data, match",
     [
-        (_images()[0], r"`data` needs labels.*Received: data of shape \(20, 16, 16, 3\)"),
-        ((_images()[0], None), r"`data` needs labels.*Received: labels=None"),
-        ((_images()[0][..., 0], _images()[1]), r"`data` images.*Received: images of shape"),
-        ((_images()[0].astype(str), _images()[1]), r"`data` images.*numbers.*Received"),
-        ((_images()[0], np.arange(19) % 2), r"one label per image.*Received: labels of shape"),
+        (_images()[0], r"`data` needs labels.*Received: data=images of shape \(20, 16, 16, 3\)"),
+        ((_images()[0], None), r"`data` needs labels.*Received: data=\(x, None\)"),
+        (
+            (_images()[0][..., 0], _images()[1]),
+            r"`data` images must have rank 4.*Received: data images of shape \(20, 16, 16\)",
+        ),
+        (
+            (_images()[0].astype(str), _images()[1]),
+            r"`data` images must be numbers.*Received: data images of dtype <U",
+        ),
+        (
+            (_images()[0], np.arange(19) % 2),
+            r"20 images but 19 labels.*Received: data labels of shape \(19,\)",
+        ),
         ((_images()[0], np.zeros(20)), r"at least 2 classes.*Received: 1 class"),
         ((_images()[0], np.arange(20) * 0.5), r"class ids.*Received: non-integer labels"),
         ((_images(4)[0], np.arange(4) % 2), r"fewer images than folds.*Received: 4 images"),

@@ -41,7 +41,7 @@ def _truth(model, x, y):
 
 
 def _user_compile(model, lr=0.0):
-    optimizer = kerastl.PerLayerLR(keras.optimizers.SGD(lr), multipliers={"conv_2": 0.1})
+    optimizer = kerastl.optimizers.PerLayerLR(keras.optimizers.SGD(lr), multipliers={"conv_2": 0.1})
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
@@ -69,7 +69,13 @@ SEQUENCES = {
         kerastl.set_freeze(m, "all"),
     ),
     "gradual_unfreezing-then-compile": lambda m, x, y: (
-        m.fit(x, y, epochs=2, verbose=0, callbacks=[kerastl.GradualUnfreezing(every=1, verbose=0)]),
+        m.fit(
+            x,
+            y,
+            epochs=2,
+            verbose=0,
+            callbacks=[kerastl.callbacks.GradualUnfreezing(every=1, verbose=0)],
+        ),
         _user_compile(m),
     ),
 }

@@ -2,6 +2,7 @@
 
 import ast
 import pathlib
+import sys
 
 import pytest
 
@@ -10,17 +11,19 @@ PACKAGE = pathlib.Path(__file__).parent.parent / "kerastl"
 # Bottom to top. A module may import from its own part or from parts below it.
 LEVELS = [
     {"_version", "_keras_private", "_checks"},
-    {"files"},
+    {"files"},  # file formats and the one atomic writer
+    {"losses"},
     {"backbones"},
-    {"freeze"},
+    {"freeze"},  # pure policies: what trains (LoRA's policy included)
     {"data"},
     {"preprocessing"},
-    {"layers"},
+    {"layers"},  # FeatureExtractor, pooling, the LoRA layer and model surgery
     {"heads"},
     {"models"},
+    {"optimizers"},  # PerLayerLR, schedules: fine_tune builds on them
     {"saving"},
     {"training"},
-    {"optimizers", "callbacks"},
+    {"callbacks"},  # GradualUnfreezing recompiles through training's helpers
     {"predictor"},
     {"__init__"},
     {"cli"},  # the command line: above everything, it imports the package itself
@@ -177,3 +180,46 @@ def test_freeze_holds_pure_policies(part):
         for name in names
     }
     assert reach <= {"freeze", "backbones", "_keras_private", "_version", "_checks"}, reach
+
+
+def _stdlib_only(tree):
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add("." if node.level else (node.module or "").split(".")[0])
+    return sorted(root for root in roots if root not in sys.stdlib_module_names)
+
+
+def test_cli_parser_imports_only_the_standard_library():
+    # The launcher loads it by path to parse before Keras is imported.
+    tree = ast.parse((PACKAGE / "cli" / "parser.py").read_text())
+    assert not _stdlib_only(tree), _stdlib_only(tree)
+
+
+def test_launcher_imports_no_kerastl_before_the_backend_is_chosen():
+    tree = ast.parse((PACKAGE.parent / "kerastl_cli.py").read_text())
+    top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert not _stdlib_only(ast.Module(body=top, type_ignores=[])), "kerastl_cli.py imports"
+
+
+def test_nothing_in_the_package_imports_the_launcher():
+    offenders = [
+        module
+        for module, names in _graph_of_all_imports().items()
+        if any(name == "kerastl_cli" or name.startswith("kerastl_cli.") for name in names)
+    ]
+    assert not offenders, f"modules importing kerastl_cli: {offenders}"
+
+
+def _graph_of_all_imports():
+    graph = {}
+    for module, path, tree in _modules():
+        graph[module] = {
+            name
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for name in _imported(node, module, path)
+        }
+    return graph

@@ -1,5 +1,5 @@
-"""Training callbacks: gradual unfreezing (`kerastl.training.GradualUnfreezing`)."""
+"""Training callbacks: gradual unfreezing of a backbone during `fit`."""
 
-from kerastl.training.gradual_unfreezing import GradualUnfreezing
+from kerastl.callbacks.gradual_unfreezing import GradualUnfreezing
 
 __all__ = ["GradualUnfreezing"]

@@ -22,9 +22,9 @@ import sys
 
 import keras
 
-import kerastl_cli
 from kerastl.cli import commands, demo
 from kerastl.cli.output import Output, UsageError
+from kerastl.cli.parser import build_parser, check_paths
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 HANDLERS = {
@@ -40,16 +40,16 @@ HANDLERS = {
 
 
 def run(args):
-    """Runs parsed command-line arguments (`kerastl_cli.build_parser`); returns the exit code.
+    """Runs parsed command-line arguments (`kerastl.cli.parser`); returns the exit code.
 
     `args` may also be a list of strings, parsed here (Keras is imported already).
     """
     if not isinstance(args, argparse.Namespace):
         try:
-            args = kerastl_cli.build_parser().parse_args(list(args))
+            args = build_parser().parse_args(list(args))
         except SystemExit as e:  # argparse: 0 for --help, 2 for bad usage
             return int(e.code or 0)
-        error = kerastl_cli.check_paths(args)
+        error = check_paths(args)
         if error is not None:
             print(f"kerastl {args.command}: error: {error}", file=sys.stderr)
             return EXIT_USAGE

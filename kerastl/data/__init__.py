@@ -1,5 +1,10 @@
-"""Data in: numpy arrays, class folders, tf.data and torch datasets, single images."""
+"""Data in: numpy arrays, class folders, tf.data and torch datasets, single images.
 
+`adapt` is the one door every consumer (`fine_tune`, `cache_features`,
+`lr_find`, `rank_backbones`) takes data through: a `DataAdapter`.
+"""
+
+from kerastl.data.adapter import DataAdapter, adapt
 from kerastl.data.image_batches import MIX_MODES, ImageBatches
 from kerastl.data.images import convert_channels, read_image, resize_image
 from kerastl.data.prepare_image import load_image, prepare_image
@@ -13,10 +18,12 @@ from kerastl.data.sources import (
 )
 
 __all__ = [
+    "DataAdapter",
     "IMAGE_EXTENSIONS",
     "LABEL_MODES",
     "MIX_MODES",
     "ImageBatches",
+    "adapt",
     "convert_channels",
     "from_arrays",
     "from_directory",

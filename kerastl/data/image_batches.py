@@ -3,6 +3,7 @@ import math
 import keras
 import numpy as np
 
+from kerastl._checks import check_positive_int
 from kerastl.data.prepare_image import load_image
 
 MIX_MODES = (None, "mixup", "cutmix")
@@ -50,6 +51,18 @@ class ImageBatches(keras.utils.PyDataset):
         use_multiprocessing=False,
         max_queue_size=10,
     ):
+        check_positive_int(batch_size, "batch_size")
+        check_positive_int(workers, "workers")
+        if not isinstance(images, np.ndarray) and not isinstance(images, (list, tuple)):
+            raise TypeError(
+                "`images` must be an array (n, h, w, c) or a list of image file paths. "
+                f"Received: images of type {type(images).__name__}"
+            )
+        if labels is not None and (np.ndim(labels) == 0 or len(labels) != len(images)):
+            raise ValueError(
+                f"`labels` must be one per image ({len(images)} images). "
+                f"Received: labels of shape {np.shape(labels)}"
+            )
         super().__init__(
             workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
         )

@@ -24,7 +24,8 @@ def load_image(
 
     Args:
         path: the file (`str` / `os.PathLike`).
-        image_size: None (keep the size), an int or `(height, width)`.
+        image_size: None (keep the size), an int (a square: `96` is `(96, 96)`) or
+            `(height, width)`.
         color_mode: `"rgb"` or `"grayscale"` (ITU-R 601 luma).
     """
     if not isinstance(path, (str, os.PathLike)):
@@ -48,7 +49,8 @@ def prepare_image(image: Any, target_size: int | tuple[int, int] | None = None) 
         image: a path (`str` / `os.PathLike`), a `PIL.Image.Image`, or an array
             `(h, w)`, `(h, w, 1)`, `(h, w, 3)` or `(h, w, 4)` of a numeric dtype.
         target_size: None (keep the size: a model with a resizing pipeline
-            takes any size), an int or `(height, width)`.
+            takes any size), an int (a square) or `(height, width)`. A 4-channel
+            array's alpha is dropped, not composited.
 
     Example:
 

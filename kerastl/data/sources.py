@@ -1,5 +1,6 @@
 """Data in: arrays, class folders, tf.data and torch, ready for `fit` on every backend."""
 
+import numbers
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -7,7 +8,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from kerastl.data.checks import check_batch_size, check_images, check_split, warn_if_rescaled
+from kerastl._checks import check_class_names, check_positive_int
+from kerastl.data.adapter import adapt
+from kerastl.data.checks import (
+    check_batch_size,
+    check_finite,
+    check_images,
+    check_label_count,
+    check_split,
+    image_array,
+    to_numpy,
+    warn_if_rescaled,
+)
 from kerastl.data.image_batches import MIX_MODES, ImageBatches
 from kerastl.data.images import check_size, import_pil
 from kerastl.data.prepare_image import COLOR_MODES
@@ -77,6 +89,39 @@ def _strata(labels):
     return np.unique(labels, return_inverse=True)[1].reshape(-1)
 
 
+def _check_labels(y, count):
+    """Labels `fit` can train on: one number per image (or row), finite."""
+    check_label_count(y, count, arg="y")
+    if y.dtype == object or y.dtype.kind not in "biuf":
+        raise ValueError(
+            "`y` must be numbers (class ids, one-hot rows or targets); map class names to "
+            f"ids first (np.unique(y, return_inverse=True)). Received: y of dtype {y.dtype}"
+        )
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError(
+            "`y` holds NaN or infinite values. "
+            f"Received: y with {int((~np.isfinite(y)).sum())} non-finite values"
+        )
+    return y
+
+
+def _check_class_count(class_names, y):
+    """Class names as many as the classes of one-hot rows, and more than any class id."""
+    if class_names is None:
+        return
+    if y.ndim == 2 and y.shape[1] > 1:
+        classes, what = y.shape[1], f"one-hot rows of {y.shape[1]} classes"
+    elif y.ndim == 1 and y.dtype.kind in "iu" and len(y):
+        classes, what = int(y.max()) + 1, f"class ids up to {int(y.max())}"
+    else:
+        return
+    if len(class_names) < classes or (y.ndim == 2 and len(class_names) != classes):
+        raise ValueError(
+            f"`class_names` names {len(class_names)} classes, and `y` holds {what}. "
+            f"Received: class_names={class_names!r}"
+        )
+
+
 def _check_mix(mix, labels):
     if mix not in MIX_MODES:
         raise ValueError(f"`mix` must be one of {MIX_MODES}. Received: mix={mix!r}")
@@ -127,19 +172,20 @@ def from_arrays(
     print(len(train), len(val))  # 2 1
     ```
     """
-    x = np.asarray(x)
+    x = image_array(x, arg="x")
     check_images(x, arg="x")
+    if len(x) == 0:
+        raise ValueError(f"`x` holds no images. Received: x of shape {x.shape}")
+    check_finite(x, arg="x")
     warn_if_rescaled(x, arg="x")
     check_batch_size(batch_size)
     check_split(validation_split)
+    check_positive_int(workers, "workers")
+    if class_names is not None:
+        class_names = check_class_names(class_names)
     if y is not None:
-        y = np.asarray(y)
-        if len(y) != len(x):
-            raise ValueError(
-                f"`y` must have one label per image ({len(x)}). Received: len(y)={len(y)}"
-            )
-    if len(x) == 0:
-        raise ValueError(f"`x` holds no images. Received: x.shape={x.shape}")
+        y = _check_labels(to_numpy(y), len(x))
+        _check_class_count(class_names, y)
     _check_mix(mix, y)
 
     return _split_batches(
@@ -199,6 +245,7 @@ def from_directory(
         )
     check_batch_size(batch_size)
     check_split(validation_split)
+    check_positive_int(workers, "workers")
     if label_mode not in LABEL_MODES:
         raise ValueError(
             f"`label_mode` must be one of {LABEL_MODES}. Received: label_mode={label_mode!r}"
@@ -219,6 +266,36 @@ def from_directory(
         )
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"No directory at this path. Received: directory={directory!r}")
+    class_names, paths, ids = _class_files(directory)
+    if label_mode == "binary" and len(class_names) != 2:
+        raise ValueError(
+            f"label_mode='binary' needs exactly 2 classes; found {len(class_names)}. "
+            f"Received: label_mode={label_mode!r}"
+        )
+    labels = np.asarray(ids)
+    if label_mode == "categorical":
+        labels = np.eye(len(class_names), dtype="float32")[labels]
+    elif label_mode == "binary":
+        labels = labels.astype("float32")
+    _check_mix(mix, labels)
+
+    return _split_batches(
+        paths,
+        labels,
+        validation_split,
+        shuffle=shuffle,
+        seed=seed,
+        mix=mix,
+        batch_size=batch_size,
+        image_size=size,
+        color_mode=color_mode,
+        class_names=class_names,
+        workers=workers,
+    )
+
+
+def _class_files(directory):
+    """`(class names, image paths, class ids)` of `directory/<class>/<image>`, sorted."""
     class_names = sorted(
         entry.name
         for entry in os.scandir(directory)
@@ -251,31 +328,7 @@ def from_directory(
             f"`directory` must hold at least 2 class folders; found {class_names}. "
             f"Received: directory={directory!r}"
         )
-    if label_mode == "binary" and len(class_names) != 2:
-        raise ValueError(
-            f"label_mode='binary' needs exactly 2 classes; found {len(class_names)}. "
-            f"Received: label_mode={label_mode!r}"
-        )
-    labels = np.asarray(ids)
-    if label_mode == "categorical":
-        labels = np.eye(len(class_names), dtype="float32")[labels]
-    elif label_mode == "binary":
-        labels = labels.astype("float32")
-    _check_mix(mix, labels)
-
-    return _split_batches(
-        paths,
-        labels,
-        validation_split,
-        shuffle=shuffle,
-        seed=seed,
-        mix=mix,
-        batch_size=batch_size,
-        image_size=size,
-        color_mode=color_mode,
-        class_names=class_names,
-        workers=workers,
-    )
+    return class_names, paths, ids
 
 
 def _split_batches(images, labels, validation_split, *, shuffle, seed, mix, **kwargs):
@@ -323,6 +376,13 @@ def from_tf_dataset(
             f"`dataset` must be a tf.data.Dataset. Received: dataset={type(dataset).__name__}"
         )
     check_batch_size(batch_size)
+    if shuffle is not None and (
+        isinstance(shuffle, bool) or not isinstance(shuffle, numbers.Integral) or shuffle < 0
+    ):
+        raise ValueError(
+            "`shuffle` must be the size of the shuffle buffer, an int >= 0 (0 or None: not "
+            f"shuffled). Received: shuffle={shuffle!r}"
+        )
     spec = dataset.element_spec
     image_spec = spec[0] if isinstance(spec, tuple) else spec
     if not isinstance(image_spec, tf.TensorSpec):
@@ -332,7 +392,7 @@ def from_tf_dataset(
         )
     batched = image_spec.shape.rank == 4
     shape = image_spec.shape if batched else tf.TensorShape([None]).concatenate(image_spec.shape)
-    check_images(_Spec(tuple(shape.as_list()), image_spec.dtype), arg="dataset images")
+    check_images(_Spec(tuple(shape.as_list()), image_spec.dtype), arg="dataset", part="images")
     if not batched:
         if shuffle:
             dataset = dataset.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
@@ -361,9 +421,7 @@ def from_torch_dataset(
     from torch.utils.data import DataLoader, Dataset
 
     if isinstance(dataset, DataLoader):
-        first = next(iter(dataset))
-        images = first[0] if isinstance(first, (tuple, list)) else first
-        check_images(np.asarray(images), arg="dataset images")
+        adapt(dataset, "dataset").first_batch()  # checked; empty refused
         return dataset
     if not isinstance(dataset, Dataset):
         raise ValueError(
@@ -371,12 +429,23 @@ def from_torch_dataset(
             f"Received: dataset={type(dataset).__name__}"
         )
     check_batch_size(batch_size)
+    try:
+        empty = len(dataset) == 0
+    except TypeError:
+        raise ValueError(
+            "`dataset` must be a map-style torch Dataset (with a length); batch an "
+            "IterableDataset with a DataLoader yourself. "
+            f"Received: dataset={type(dataset).__name__}"
+        ) from None
+    if empty:
+        raise ValueError("`dataset` holds no images. Received: dataset of length 0")
     first = dataset[0]
-    image = np.asarray(first[0] if isinstance(first, (tuple, list)) else first)
+    image = to_numpy(first[0] if isinstance(first, (tuple, list)) else first)
     channels_first = image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3)
     if channels_first:
         image = np.moveaxis(image, 0, -1)
-    check_images(image, arg="dataset images", batched=False)
+    check_images(image, arg="dataset", part="images", batched=False)
+    check_finite(image[None], arg="dataset", part="images", where=" (image 0)")
     warn_if_rescaled(image, arg="dataset images")
 
     def collate(items):

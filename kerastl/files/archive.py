@@ -213,21 +213,6 @@ def _now():
     return time.localtime()[:6]
 
 
-def replace_atomically(tmp, path):
-    """`os.replace` plus a directory fsync: after a crash the name holds old or new."""
-    os.replace(tmp, path)
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:  # directories cannot be opened on every platform
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def staging_dir(path):
     """A locked, hidden work directory beside `path`, removed on exit.

@@ -6,20 +6,14 @@ Policies (`FreezeAll`, `FreezeNone`, `FreezeUpTo`, `TrainTopBlocks`,
 `FeatureExtractor(freeze=...)` takes one, and `kerastl.set_freeze` applies one
 to a built (and compiled) model; `kerastl.explain` shows what trains.
 
-`LoRA` puts low-rank adapters on the backbone's convolutions and dense layers
-(`FeatureExtractor(lora=...)`, `FeatureExtractor.set_lora`, `apply_lora`);
-`merge_lora` folds them into the kernels, `save_adapters` / `load_adapters`
-keep them alone in a small file.
+`LoRA` is the policy of low-rank adapters on the backbone's convolutions and
+dense layers (`FeatureExtractor(lora=...)`, `FeatureExtractor.set_lora`,
+`kerastl.layers.apply_lora`); `kerastl.layers.merge_lora` folds them into the
+kernels, `kerastl.saving.save_adapters` / `load_adapters` keep them alone in a
+small file.
 """
 
-from kerastl.freeze.lora import (
-    LoRA,
-    LoRAWrapper,
-    apply_lora,
-    load_adapters,
-    merge_lora,
-    save_adapters,
-)
+from kerastl.freeze.lora import LoRA
 from kerastl.freeze.policies import (
     BN_MODES,
     AllOf,
@@ -46,14 +40,9 @@ __all__ = [
     "FreezePolicy",
     "FreezeUpTo",
     "LoRA",
-    "LoRAWrapper",
     "TrainFraction",
     "TrainPattern",
     "TrainTopBlocks",
-    "apply_lora",
     "get_policy",
-    "load_adapters",
-    "merge_lora",
-    "save_adapters",
     "set_trainable",
 ]

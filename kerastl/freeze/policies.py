@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import keras
 
+from kerastl.freeze.lora import LoRA
+
 BN_MODES = ("frozen", "affine", "train")
 
 
@@ -305,6 +307,13 @@ def get_policy(freeze):
             policy = None
         if isinstance(policy, FreezePolicy):
             return policy
+        freeze = policy if isinstance(policy, LoRA) else freeze
+    if isinstance(freeze, LoRA):
+        raise ValueError(
+            "`kerastl.freeze.LoRA` adds adapters; it does not say which layers train: pass it "
+            "as `lora=` (`FeatureExtractor(lora=...)`, `extractor.set_lora(...)`) or as "
+            f"`fine_tune(unfreeze=...)`. Received: freeze={freeze!r}"
+        )
     raise ValueError(
         f"`freeze` must be 'all', 'none' or a `kerastl.freeze` policy. Received: freeze={freeze!r}"
     )
@@ -342,6 +351,16 @@ def set_trainable(model, policy, blocks, bn="frozen"):
     (`asks_for_training()`) but would train no weight raises `ValueError`,
     before anything changes, saying why.
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model (a backbone). Received: model={model!r}")
+    if not isinstance(policy, FreezePolicy):
+        if not isinstance(policy, (str, dict)):
+            raise TypeError(
+                f"`policy` must be 'all', 'none' or a `kerastl.freeze` policy. "
+                f"Received: policy={policy!r}"
+            )
+        policy = get_policy(policy)
+    validate_bn(bn)
     chosen = check_policy(model, policy, blocks, bn)
     if chosen:
         # A trainable layer inside a frozen container would still be skipped.

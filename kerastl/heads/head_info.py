@@ -6,6 +6,8 @@ from kerastl.heads.task_head import TaskHead
 
 def find_head(model):
     """The `TaskHead` of a model (the layer named `"head"` first), or None."""
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"`model` must be a keras.Model or layer. Received: model={model!r}")
     heads = [
         layer for layer in flatten_layers(model, include_self=True) if isinstance(layer, TaskHead)
     ]

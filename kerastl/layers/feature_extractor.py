@@ -13,16 +13,10 @@ from kerastl.backbones.sources import (
     nested_models,
     resolve_backbone,
 )
-from kerastl.freeze.lora import (
-    LoRA,
-    adapters,
-    apply_lora,
-    get_lora,
-    remove_adapters,
-    train_adapters,
-)
+from kerastl.freeze.lora import LoRA, get_lora
 from kerastl.freeze.policies import FreezePolicy, get_policy, set_trainable, validate_bn
 from kerastl.layers.global_pooling_2d import GlobalPooling2D
+from kerastl.layers.lora import adapters, apply_lora, remove_adapters, train_adapters
 
 POOLING_MODES = (None, "avg", "max", "gem", "avgmax")
 
@@ -55,7 +49,8 @@ class FeatureExtractor(keras.layers.Layer):
         outputs: list of layer names or feature keys; the layer then returns a
             dict of feature maps keyed by these names (multi-scale features).
         freeze: `"all"` (default: nothing in the backbone trains), `"none"` or
-            a `kerastl.freeze` policy.
+            a `kerastl.freeze` policy. A `kerastl.freeze.LoRA` here means
+            `freeze="all", lora=...`: only the adapters train.
         bn: what the backbone's BatchNorm layers do. `"frozen"` (default):
             inference mode, gamma and beta fixed, even in blocks that train.
             `"affine"`: gamma and beta train where their block trains,
@@ -146,6 +141,13 @@ class FeatureExtractor(keras.layers.Layer):
         self.pooling = pooling
         self.cut = cut
         self.outputs = list(outputs) if isinstance(outputs, (list, tuple)) else outputs
+        if isinstance(freeze, LoRA):  # adapters as the policy: they alone train
+            if lora is not None and get_lora(lora) != freeze:
+                raise ValueError(
+                    f"`freeze` is a LoRA policy ({freeze!r}) and `lora` another: pass the "
+                    f"adapters once, as `lora=`. Received: freeze={freeze!r}, lora={lora!r}"
+                )
+            freeze, lora = "all", freeze
         self.freeze = get_policy(freeze)
         self.bn = validate_bn(bn)
         self.lora = get_lora(lora)
@@ -211,7 +213,7 @@ class FeatureExtractor(keras.layers.Layer):
 
         The backbone is rebuilt around the same layers: its weights are kept,
         and new adapters start at zero, so outputs do not change. Adapters
-        already there are dropped, not merged (`kerastl.freeze.merge_lora`
+        already there are dropped, not merged (`kerastl.layers.merge_lora`
         keeps what they learned). Works on a built extractor too, but a model
         holding it keeps the functions it traced (on TensorFlow, `predict`
         would still run the old backbone): recompile it afterwards (which
@@ -241,7 +243,7 @@ class FeatureExtractor(keras.layers.Layer):
         """Folds the adapters into the backbone's kernels and removes them (`lora` becomes `None`).
 
         Same outputs (up to float rounding), no adapter variables: what to
-        serve or export. See `kerastl.freeze.merge_lora`.
+        serve or export. See `kerastl.layers.merge_lora`.
         """
         if self.lora is None:
             raise ValueError(

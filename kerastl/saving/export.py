@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from kerastl.files import archive
+from kerastl.files.atomic import replace_atomically
 
 FORMATS = ("tf_saved_model", "onnx", "torch", "litert", "openvino")
 
@@ -248,6 +249,4 @@ def _move_into_place(staged, path, work):
         # Directories cannot be swapped in one rename: move the old one aside first.
         old = os.path.join(work, "previous")
         os.replace(path, old)
-        os.replace(staged, path)
-    else:
-        os.replace(staged, path)
+    replace_atomically(staged, path)

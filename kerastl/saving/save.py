@@ -8,6 +8,7 @@ from typing import Any
 import keras
 
 from kerastl.files import archive
+from kerastl.files.atomic import replace_atomically
 from kerastl.saving.metadata import describe_model, finite_json
 
 
@@ -80,7 +81,7 @@ def save_model(
             config["compile_config"] = archive.neutral_compile_config(config["compile_config"])
         final = os.path.join(work, "final.keras")
         archive.rewrite(staged, final, config=config, extra={archive.KERASTL_METADATA: text})
-        archive.replace_atomically(final, path)
+        replace_atomically(final, path)
     meta = json.loads(text)
     model.__dict__["kerastl_metadata"] = meta  # plain attribute: not tracked, not saved
     return meta

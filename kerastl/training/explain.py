@@ -4,9 +4,9 @@ import keras
 import numpy as np
 
 from kerastl._keras_private import flatten_layers
-from kerastl.freeze.lora import LoRAWrapper
 from kerastl.freeze.policies import is_batchnorm
 from kerastl.layers.feature_extractor import FeatureExtractor
+from kerastl.layers.lora import LoRAWrapper
 
 _COLUMNS = (
     ("name", "Layer", "<"),

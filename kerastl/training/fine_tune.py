@@ -1,38 +1,33 @@
-"""`fine_tune`: the two-phase transfer-learning recipe in one call, resumable after a crash."""
+"""`fine_tune`: the two-phase transfer-learning recipe in one call, resumable after a crash.
+
+The recipe reads top to bottom here. Beside it: `fine_tune_args` resolves and
+checks the arguments into one `Settings`, `head_phase` runs the head phase on
+cached features when the model allows it, `recorder` keeps each phase's
+history, early stopping and checkpoints, and `checkpoints` writes them and
+says whether a directory holds this run.
+"""
 
 import dataclasses
-import math
-import numbers
 
 import keras
-import numpy as np
 
-from kerastl._checks import check_bool, check_positive_int, is_finite_number
-from kerastl._keras_private import batch_shards, distribution_scope, flatten_layers
-from kerastl.data.image_batches import ImageBatches
-from kerastl.freeze.lora import LoRA
-from kerastl.freeze.policies import FreezePolicy, check_policy, get_policy, validate_bn
-from kerastl.heads.task_head import TaskHead
-from kerastl.layers.feature_extractor import find_extractor
-from kerastl.training.checkpoints import Checkpoints
-from kerastl.training.feature_cache import (
-    ViewBatches,
-    cacheable,
-    check_cache_dtype,
-    features_of,
-    random_layers,
+from kerastl._keras_private import batch_shards, distribution_scope
+from kerastl.data.adapter import adapt, data_errors
+from kerastl.layers.lora import adapters
+from kerastl.optimizers.per_layer_lr import PerLayerLR
+from kerastl.training.checkpoints import Checkpoints, run_record
+from kerastl.training.fine_tune_args import UNSET, resolve
+from kerastl.training.head_phase import (
+    cached_trainer,
+    full_model_trainer,
+    sweep_heads,
+    sweep_results,
 )
-from kerastl.training.head_sweep import HeadSweep, sweep_grid, train_heads
-from kerastl.training.losses import SparseCategoricalCrossentropy
-from kerastl.training.per_layer_lr import PerLayerLR
+from kerastl.training.head_sweep import HeadSweep
 from kerastl.training.policy import change_freeze
-from kerastl.training.schedules import SCHEDULES, make_schedule
+from kerastl.training.recorder import Recorder
 
 PHASES = ("head", "fine-tune")
-# Arguments a plan may set: their defaults, used when neither the call nor a plan sets them.
-_UNSET = object()
-_DEFAULTS = {"head_epochs": 1, "lr": 1e-3, "lr_mult": 100.0, "unfreeze": "none", "bn": None}
-_OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 
 @dataclasses.dataclass
@@ -74,12 +69,12 @@ def fine_tune(
     validation=None,
     *,
     epochs=None,
-    head_epochs=_UNSET,
-    lr=_UNSET,
-    lr_mult=_UNSET,
+    head_epochs=UNSET,
+    lr=UNSET,
+    lr_mult=UNSET,
     layer_decay=None,
-    unfreeze=_UNSET,
-    bn=_UNSET,
+    unfreeze=UNSET,
+    bn=UNSET,
     optimizer="adam",
     schedule="cosine",
     warmup=0.1,
@@ -135,19 +130,21 @@ def fine_tune(
             `tf.data.Dataset` or a `kerastl.data.from_torch_dataset` source.
         validation: the same kinds, or `None`. Evaluated before training
             (`evaluate_first`), after every epoch and at the end.
-        epochs: epochs of phase 2 (0: the head only). Required, unless `plan`
-            gives it.
+        epochs: epochs of phase 2 (0: the head only; `unfreeze`, `bn`,
+            `lr_mult` and `layer_decay`, which shape phase 2, are then refused).
+            Required, unless `plan` gives it.
         head_epochs: epochs of phase 1 (0: unfreeze at once).
         lr: peak learning rate of phase 1.
         lr_mult: the head's phase-2 rate over the first block's. 1 gives every
             layer the same rate (the default with a `LoRA` policy: adapters
             start at zero and each needs the full rate).
-        layer_decay: instead of `lr_mult`, the `PerLayerLR` decay per block.
+        layer_decay: instead of `lr_mult`, the `PerLayerLR` decay per block
+            (passing both is refused; a plan's `lr_mult` then does not apply).
         unfreeze: what trains in phase 2: a `kerastl.freeze` policy,
             `"none"` (nothing frozen), or a `kerastl.freeze.LoRA` policy: phase 2
             then adds low-rank adapters to the backbone (its own weights stay
             frozen) and trains them with the head; the model keeps them
-            (`kerastl.freeze.merge_lora` folds them in for serving).
+            (`kerastl.layers.merge_lora` folds them in for serving).
         bn: BatchNorm mode in phase 2 (`"frozen"`, `"affine"`, `"train"`);
             `None` keeps the extractor's.
         optimizer: `"adam"`, `"adamw"`, `"sgd"`, `"rmsprop"`, or a Keras
@@ -170,6 +167,12 @@ def fine_tune(
             settings resumes where the run stopped: same phase, epoch,
             trainable layers, optimizer state and schedule position; at most
             the epoch in progress is lost. A finished run returns at once.
+            The checkpoint records what the run depends on: the settings (the
+            optimizer's class and config included), fingerprints of `train` and
+            `validation`, and the names and shapes of the model's variables. A
+            call that differs in any of them is refused, naming what differs,
+            rather than given another run's model. A `tf.data` set or a generator
+            has no fingerprint: a change of its data cannot be detected there.
         cache: the head phase on cached features (`kerastl.cache_features`):
             the backbone runs once per image instead of once per epoch.
             `"auto"` (default) caches whenever it is valid (nothing before the
@@ -218,32 +221,10 @@ def fine_tune(
     # 3 ['head', 'fine-tune'] [1]
     ```
     """
-    given = {
-        "head_epochs": head_epochs,
-        "lr": lr,
-        "lr_mult": lr_mult,
-        "unfreeze": unfreeze,
-        "bn": bn,
-    }
-    planned = _plan_settings(plan) if plan is not None else {}
-    if epochs is None:
-        if "epochs" not in planned:
-            raise TypeError(
-                "`epochs` (the epochs of phase 2) is required unless a `plan` gives it. "
-                "Received: epochs=None"
-            )
-        epochs = planned["epochs"]
-    settings = {
-        key: value if value is not _UNSET else planned.get(key, _DEFAULTS[key])
-        for key, value in given.items()
-    }
-    head_epochs, lr, lr_mult = settings["head_epochs"], settings["lr"], settings["lr_mult"]
-    unfreeze, bn = settings["unfreeze"], settings["bn"]
-    if isinstance(unfreeze, LoRA) and given["lr_mult"] is _UNSET and "lr_mult" not in planned:
-        # Adapters start at zero: each needs the full rate, not a block-wise lower one.
-        lr_mult = 1.0
-    run = _Run.check(
-        model=model,
+    settings = resolve(
+        model,
+        validation,
+        plan=plan,
         epochs=epochs,
         head_epochs=head_epochs,
         lr=lr,
@@ -258,262 +239,70 @@ def fine_tune(
         ema=ema,
         early_stopping=early_stopping,
         batch_size=batch_size,
-        evaluate_first=evaluate_first,
-        callbacks=callbacks,
-        verbose=verbose,
         cache=cache,
         cache_dir=cache_dir,
         cache_dtype=cache_dtype,
         views=views,
         head_sweep=head_sweep,
+        evaluate_first=evaluate_first,
+        callbacks=callbacks,
+        verbose=verbose,
     )
-    if run.grid is not None and validation is None:
-        raise ValueError(
-            "`head_sweep` keeps the head that does best on `validation`, which is None. "
-            f"Received: head_sweep={head_sweep!r}, validation=None"
-        )
-    train_data = _Data(train, "train", batch_size, run.head)
-    validation_data = (
-        None if validation is None else _Data(validation, "validation", batch_size, run.head)
-    )
+    train = adapt(train, "train", batch_size=batch_size)
+    if validation is not None:
+        validation = adapt(validation, "validation", batch_size=batch_size)
+    data = [train] if validation is None else [train, validation]
+    for each in data:
+        each.check_labels(settings.head)
     checkpoints = None if checkpoint_dir is None else Checkpoints(checkpoint_dir)
     # Under tf.distribute the optimizers and the cache's head model are made in the
     # model's strategy scope; a JAX distribution is the one active here.
     with distribution_scope(model):
         shards = batch_shards(model)
-        for data in (train_data, validation_data):
-            if data is not None:
-                data.check_shards(shards)
-        return run.fit(train_data, validation_data, checkpoints)
+        for each in data:
+            each.check_shards(shards)
+        return _Run(settings, train, validation, checkpoints).run()
 
 
-# --- the run ---------------------------------------------------------------------
-
-
-@dataclasses.dataclass
 class _Run:
-    model: keras.Model
-    extractor: object
-    head: TaskHead
-    epochs: int
-    head_epochs: int
-    lr: float
-    lr_mult: float
-    layer_decay: float | None
-    unfreeze: FreezePolicy
-    bn: str
-    optimizer: object
-    schedule: str
-    warmup: float
-    label_smoothing: float
-    ema: bool
-    early_stopping: int | None
-    evaluate_first: bool
-    callbacks: list
-    verbose: int
-    cache: object = "auto"
-    cache_dir: object = None
-    cache_dtype: str = "float32"
-    views: int | None = None
-    grid: list | None = None
-    head_sweep: object = None
-    lora: object = None
+    """One `fine_tune` call: its phases in order, each compiled, fit and checkpointed."""
 
-    @classmethod
-    def check(cls, model, **args):
-        if not isinstance(model, keras.Model):
-            raise TypeError(f"`model` must be a keras.Model. Received: model={model!r}")
-        extractor = find_extractor(model)
-        if extractor is None:
-            raise ValueError(
-                "`model` holds no kerastl.FeatureExtractor: fine_tune freezes and opens the "
-                f"backbone through it (build the model with kerastl.build_model). "
-                f"Received: model={model.name!r}"
-            )
-        heads = [layer for layer in flatten_layers(model) if isinstance(layer, TaskHead)]
-        if len(heads) != 1:
-            raise ValueError(
-                f"`model` must hold one kerastl head (kerastl.heads); it holds {len(heads)}. "
-                f"Received: model={model.name!r}"
-            )
-        for arg in ("epochs", "head_epochs"):
-            value = args[arg]
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-                raise ValueError(f"`{arg}` must be an int >= 0. Received: {arg}={value!r}")
-        if args["epochs"] + args["head_epochs"] == 0:
-            raise ValueError(
-                "Nothing to train: `epochs` and `head_epochs` are both 0. "
-                f"Received: epochs={args['epochs']}, head_epochs={args['head_epochs']}"
-            )
-        for arg in ("lr", "lr_mult"):
-            if not is_finite_number(args[arg]) or args[arg] <= 0:
-                raise ValueError(
-                    f"`{arg}` must be a positive number. Received: {arg}={args[arg]!r}"
-                )
-        if args["lr_mult"] < 1:
-            raise ValueError(
-                "`lr_mult` is the head's rate over the first block's: at least 1. "
-                f"Received: lr_mult={args['lr_mult']!r}"
-            )
-        decay = args["layer_decay"]
-        if decay is not None and (not is_finite_number(decay) or not 0 < decay <= 1):
-            raise ValueError(f"`layer_decay` must be in (0, 1]. Received: layer_decay={decay!r}")
-        lora = None
-        if isinstance(args["unfreeze"], LoRA):
-            # Phase 2 adds adapters (checked now: a policy that adapts nothing raises);
-            # nothing else in the backbone opens.
-            lora, args["unfreeze"] = args["unfreeze"], "all"
-            if extractor.lora != lora:
-                if extractor.lora is not None:
-                    raise ValueError(
-                        f"The model's extractor already has other LoRA adapters "
-                        f"({extractor.lora!r}): merge or remove them first "
-                        f"(`kerastl.freeze.merge_lora`). Received: unfreeze={lora!r}"
-                    )
-                try:
-                    lora.targets(extractor.backbone, extractor.blocks)
-                except ValueError as e:
-                    raise ValueError(
-                        f"{str(e).rsplit(' Received:', 1)[0]} Received: unfreeze={lora!r}"
-                    ) from None
-        unfreeze = get_policy(args["unfreeze"])
-        if args["epochs"] > 0 and lora is None and not unfreeze.asks_for_training():
-            raise ValueError(
-                f"`unfreeze` opens nothing ({unfreeze!r}), so phase 2 would train the head "
-                f"again; train it with head_epochs instead. Received: unfreeze={unfreeze!r}"
-            )
-        bn = extractor.bn if args["bn"] is None else validate_bn(args["bn"])
-        if args["epochs"] > 0 and lora is None:
-            # Checked now, not after the head phase has run.
-            try:
-                check_policy(extractor.backbone, unfreeze, extractor.blocks, bn)
-            except ValueError as e:
-                raise ValueError(
-                    f"{str(e).rsplit(' Received:', 1)[0]} Received: unfreeze={unfreeze!r}"
-                ) from None
-        optimizer = args["optimizer"]
-        if not (
-            optimizer in _OPTIMIZERS
-            or (
-                isinstance(optimizer, keras.optimizers.Optimizer)
-                and not isinstance(optimizer, PerLayerLR)
-            )
-        ):
-            raise ValueError(
-                f"`optimizer` must be one of {_OPTIMIZERS} or a Keras optimizer (fine_tune "
-                f"adds the per-layer rates itself). Received: optimizer={optimizer!r}"
-            )
-        if args["schedule"] not in SCHEDULES:
-            raise ValueError(
-                f"`schedule` must be one of {SCHEDULES}. Received: schedule={args['schedule']!r}"
-            )
-        warmup = args["warmup"]
-        if not is_finite_number(warmup, 0.0) or warmup >= 1:
-            raise ValueError(f"`warmup` must be in [0, 1). Received: warmup={warmup!r}")
-        smoothing = args["label_smoothing"]
-        if not is_finite_number(smoothing, 0.0) or smoothing >= 1:
-            raise ValueError(
-                f"`label_smoothing` must be in [0, 1). Received: label_smoothing={smoothing!r}"
-            )
-        head = heads[0]
-        if smoothing and head.task not in ("multiclass", "binary"):
-            raise ValueError(
-                f"`label_smoothing` applies to classification heads; this head's task is "
-                f"{head.task!r}. Received: label_smoothing={smoothing!r}"
-            )
-        check_bool(args["ema"], "ema")
-        check_bool(args["evaluate_first"], "evaluate_first")
-        patience = args["early_stopping"]
-        if patience is not None:
-            check_positive_int(patience, "early_stopping")
-        callbacks = args["callbacks"]
-        if callbacks is None:
-            callbacks = []
-        if not isinstance(callbacks, (list, tuple)) or not all(
-            isinstance(c, keras.callbacks.Callback) for c in callbacks
-        ):
-            raise TypeError(
-                f"`callbacks` must be a list of Keras callbacks. Received: callbacks={callbacks!r}"
-            )
-        if args["cache"] not in ("auto", True, False):
-            raise ValueError(
-                f"`cache` must be 'auto', True or False. Received: cache={args['cache']!r}"
-            )
-        if args["verbose"] not in (0, 1, 2):
-            raise ValueError(f"`verbose` must be 0, 1 or 2. Received: verbose={args['verbose']!r}")
-        args["cache_dtype"] = check_cache_dtype(args["cache_dtype"], "cache_dtype")
-        if args["cache_dtype"] != "float32" and args["cache"] is False:
-            raise ValueError(
-                "`cache_dtype` is the dtype of cached features, and `cache` is False. "
-                f"Received: cache_dtype={args['cache_dtype']!r}, cache=False"
-            )
-        if args["views"] is not None:
-            check_positive_int(args["views"], "views")
-        if args["head_sweep"] is False:
-            args["head_sweep"] = None
-        sweep = args["head_sweep"]
-        grid = None
-        if sweep is not None:
-            grid = sweep_grid(sweep, float(args["lr"]))
-            if args["head_epochs"] == 0:
-                raise ValueError(
-                    "`head_sweep` trains heads in the head phase, and `head_epochs` is 0. "
-                    f"Received: head_sweep={sweep!r}, head_epochs=0"
-                )
-        for arg, value in (("views", args["views"]), ("head_sweep", grid)):
-            if value is not None and args["cache"] is False:
-                raise ValueError(
-                    f"`{arg}` works on cached features, and `cache` is False. "
-                    f"Received: {arg}={value if arg == 'views' else sweep!r}, cache=False"
-                )
-        args.pop("batch_size")
-        return cls(
-            model=model,
-            extractor=extractor,
-            head=head,
-            **{
-                **args,
-                "unfreeze": unfreeze,
-                "bn": bn,
-                "callbacks": list(callbacks),
-                "lr": float(args["lr"]),
-                "lr_mult": float(args["lr_mult"]),
-                "warmup": float(warmup),
-                "label_smoothing": float(smoothing),
-                "grid": grid,
-                "lora": lora,
-            },
-        )
+    def __init__(self, settings, train, validation, checkpoints):
+        self.settings = settings
+        self.model = settings.model
+        self.train = train
+        self.validation = validation
+        self.checkpoints = checkpoints
 
-    # --- phases -------------------------------------------------------------------
+    def run(self):
+        settings = self.settings
+        state, resume = self._start()
+        last = None  # the trainer of the last phase this call ran
+        start = 0
+        for phase, count in enumerate((settings.head_epochs, settings.epochs)):
+            end = start + count
+            if count and state["epochs_done"] < end:
+                last = self._phase(phase, start, end, state, resume)
+                resume = None
+            start = end
+        if resume is not None:
+            # The run had finished: its last phase's trainable set and last weights.
+            phase = 1 if settings.epochs else 0
+            self._compile(phase, self.train.steps * (settings.head_epochs, settings.epochs)[phase])
+            self.checkpoints.restore(self.model, resume[1], optimizer=False)
+        return self._history(state, self._final(state, last))
 
-    @property
-    def total_epochs(self):
-        return self.head_epochs + self.epochs
-
-    def settings(self):
-        """What a checkpoint must agree with to be resumed by this call."""
-        return {
-            "epochs": self.epochs,
-            "head_epochs": self.head_epochs,
-            "lr": self.lr,
-            "lr_mult": self.lr_mult,
-            "layer_decay": self.layer_decay,
-            "unfreeze": keras.saving.serialize_keras_object(self.lora or self.unfreeze),
-            "bn": self.bn,
-            "schedule": self.schedule,
-            "warmup": self.warmup,
-            "label_smoothing": self.label_smoothing,
-            "ema": self.ema,
-            "early_stopping": self.early_stopping,
-            "views": self.views,
-            "cache_dtype": self.cache_dtype,
-            "head_sweep": None if self.grid is None else [list(pair) for pair in self.grid],
-        }
-
-    def fit(self, train, validation, checkpoints):
+    def _start(self):
+        """The run's state and `None`, or a checkpoint's `(state, path)` twice: a resume."""
+        record = None
+        if self.checkpoints is not None:
+            variables = _variables_found(self.settings)
+            record = run_record(self.settings.record(), variables, self.train, self.validation)
+            resume = self.checkpoints.resume(record)
+            if resume is not None:
+                return resume[0], resume
         state = {
-            "settings": self.settings(),
+            "run": record,
             "epochs_done": 0,
             "phase": 0,
             "history": {},
@@ -521,120 +310,143 @@ class _Run:
             "stopped_early": False,
             "early": None,
         }
-        resume = checkpoints.latest() if checkpoints is not None else None
+        return state, None
+
+    def _phase(self, phase, start, end, state, resume):
+        """Runs `phase` (epochs `start`..`end`) from `state["epochs_done"]`; returns its trainer."""
+        settings = self.settings
+        steps = self.train.steps * (end - start)
+        self._compile(phase, steps)
+        trainer = None
+        if phase == 0:
+            trainer, _ = cached_trainer(
+                settings, self.train, self.validation, steps=steps, epochs_done=state["epochs_done"]
+            )
+        if trainer is None:
+            trainer = full_model_trainer(self.model, self.train, self.validation)
         if resume is not None:
-            state, path = resume
-            if state.get("settings") != self.settings():
-                raise ValueError(
-                    "`checkpoint_dir` holds a run with other settings "
-                    f"({_difference(state.get('settings'), self.settings())}); use another "
-                    "directory or the same settings. "
-                    f"Received: checkpoint_dir={checkpoints.directory!r}"
-                )
-        phases = [(0, self.head_epochs), (1, self.epochs)]
-        start = 0
-        on_cache = None  # (head model, validation features) of a head phase on the cache
-        for phase, count in phases:
-            end = start + count
-            if count == 0 or state["epochs_done"] >= end:
-                start = end
-                continue
-            self._compile(phase, train.steps * count)
-            trainer = self.model
-            fit_data = train.fit_arguments()
-            validation_data = None if validation is None else validation.as_validation()
-            if phase == 0:
-                cached = self._cached(train, validation, train.steps * count, state["epochs_done"])
-                if cached is not None:
-                    trainer, fit_data, validation_data = cached
-                    on_cache = (trainer, validation_data)
-            if resume is not None:
-                # The optimizer state of a checkpoint belongs to the phase it was written
-                # in. In the head phase it is the head's alone, on the cache or not: the
-                # same variables either way.
-                same_phase = state["phase"] == phase and state["epochs_done"] > start
-                trainer.optimizer.build(trainer.trainable_variables)
-                checkpoints.restore(
-                    self.model, resume[1], optimizer=same_phase, optimizer_of=trainer
-                )
-                resume = None
-            elif phase == 0 and self.evaluate_first and validation is not None:
-                if trainer is self.model:
-                    state["initial"] = self._evaluate(validation, "Before training")
-                else:  # the same figures, from the cached features
-                    state["initial"] = self._evaluate_arguments(
-                        trainer,
-                        {
-                            "x": validation_data[0],
-                            "y": validation_data[1],
-                            "batch_size": validation.batch_size,
-                        },
-                        "Before training",
-                    )
-            if state["phase"] != phase:
-                state["phase"], state["early"] = phase, None
-            state["on_cache"] = trainer is not self.model
-            if phase == 0 and self.grid is not None:
-                sweep = self._sweep(trainer, fit_data, validation_data, train.steps * count, count)
-                for key, values in sweep.history.items():
-                    state["history"].setdefault(key, []).extend(values)
-                state["epochs_done"] = end
-                state["sweep"] = dataclasses.asdict(sweep)
-                if checkpoints is not None:  # the head phase is short: no mid-sweep checkpoint
-                    checkpoints.write(self.model, state, optimizer_of=trainer)
-                start = end
-                continue
-            if phase == 1 and state.get("boundary") is None:
-                # Where phase 2 begins: earlier than head_epochs if early stopping ended
-                # the head phase.
-                state["boundary"] = state["epochs_done"]
-            recorder = _Recorder(self, state, checkpoints, start, trainer)
-            trainer.fit(
-                **fit_data,
-                validation_data=validation_data,
+            # The optimizer state of a checkpoint belongs to the phase it was written in.
+            # In the head phase it is the head's alone, on the cache or not: the same
+            # variables either way.
+            same_phase = state["phase"] == phase and state["epochs_done"] > start
+            trainer.model.optimizer.build(trainer.model.trainable_variables)
+            self.checkpoints.restore(
+                self.model, resume[1], optimizer=same_phase, optimizer_of=trainer.model
+            )
+        elif phase == 0 and settings.evaluate_first and self.validation is not None:
+            state["initial"] = self._evaluate(trainer, "Before training")
+        if state["phase"] != phase:
+            state["phase"], state["early"] = phase, None
+        state["on_cache"] = trainer.on_cache
+        if phase == 0 and settings.grid is not None:
+            self._sweep(trainer, state, steps, end)
+            return trainer
+        if phase == 1 and state.get("boundary") is None:
+            # Where phase 2 begins: earlier than head_epochs if early stopping ended the
+            # head phase.
+            state["boundary"] = state["epochs_done"]
+        self._fit(trainer, state, end)
+        return trainer
+
+    def _compile(self, phase, steps):
+        """Freezes the model as `phase` trains it and compiles it with a fresh optimizer.
+
+        Phase 2's rate peaks at `lr / 2`, falling block by block to `lr / 2 / lr_mult`
+        (or by `layer_decay`) at the first block of the backbone.
+        """
+        settings = self.settings
+        if phase == 0:
+            change_freeze(self.model, "all")
+            optimizer = settings.make_optimizer(settings.lr, steps)
+        else:
+            if settings.lora is not None and settings.extractor.lora != settings.lora:
+                settings.extractor.set_lora(settings.lora)  # adapters at zero: outputs unchanged
+            change_freeze(self.model, settings.unfreeze, bn=settings.bn)
+            optimizer = settings.make_optimizer(settings.lr / 2, steps)
+            decay = settings.layer_decay
+            blocks = len(settings.extractor.blocks)
+            if decay is None and settings.lr_mult > 1 and blocks:
+                decay = settings.lr_mult ** (-1.0 / blocks)
+            if decay is not None and decay < 1:
+                optimizer = PerLayerLR(optimizer, layer_decay=decay, blocks=settings.extractor)
+        self.model.compile(
+            optimizer=optimizer, loss=settings.loss(), metrics=settings.head.default_metrics()
+        )
+
+    def _fit(self, trainer, state, end):
+        settings = self.settings
+        recorder = Recorder(
+            state,
+            model=self.model,
+            trainer=trainer.model,
+            checkpoints=self.checkpoints,
+            patience=settings.early_stopping,
+        )
+        with data_errors(self.train, self.validation):
+            trainer.model.fit(
+                **trainer.fit_arguments,
+                validation_data=trainer.validation_data,
                 epochs=end,
                 initial_epoch=state["epochs_done"],
-                callbacks=[recorder, *self.callbacks],
-                verbose=self.verbose,
+                callbacks=[recorder, *settings.callbacks],
+                verbose=settings.verbose,
             )
-            recorder.finish()
-            if recorder.stopped:
-                state["stopped_early"] = True
-            start = end
-        if resume is not None:
-            # The run had finished: its last phase's trainable set and last weights.
-            last = 1 if self.epochs else 0
-            self._compile(last, train.steps * (self.epochs if last else self.head_epochs))
-            checkpoints.restore(self.model, resume[1], optimizer=False)
-        final = None
-        swept = on_cache is not None and self.grid is not None
-        if validation is not None and swept and not self.epochs:
+        recorder.finish()
+        if recorder.stopped:
+            state["stopped_early"] = True
+
+    def _sweep(self, trainer, state, steps, end):
+        """The head phase as a `head_sweep`: its grid trained at once, the best head kept."""
+        epochs = end - state["epochs_done"]
+        sweep = sweep_heads(self.settings, trainer, steps=steps, epochs=epochs)
+        for key, values in sweep.history.items():
+            state["history"].setdefault(key, []).extend(values)
+        state["epochs_done"] = end
+        state["sweep"] = dataclasses.asdict(sweep)
+        if self.checkpoints is not None:  # the head phase is short: no mid-sweep checkpoint
+            self.checkpoints.write(self.model, state, optimizer_of=trainer.model)
+
+    def _final(self, state, last):
+        """The evaluation on `validation` after training (or `None`)."""
+        if self.validation is None:
+            return None
+        if last is not None and last.on_cache and self.settings.grid is not None:
             # The kept head's last validation figures are those of the model now.
-            best = state["sweep"]["best"]
-            final = {"loss": best["val_loss"]}
-            final.update({m.name: best[f"val_{m.name}"] for m in self.head.default_metrics()})
+            final = sweep_results(HeadSweep(**state["sweep"]), self.settings.head)
             self._report(final, "After training")
-        elif validation is not None and on_cache is not None and not self.epochs:
+            return final
+        if last is not None and last.on_cache:
             # The run ended on the cache: the same figures from the validation features,
             # without running the backbone over the validation images again.
-            trainer, (features, labels) = on_cache
-            final = self._evaluate_arguments(
-                trainer,
-                {"x": features, "y": labels, "batch_size": validation.batch_size},
-                "After training",
+            return self._evaluate(last, "After training")
+        trainer = full_model_trainer(self.model, self.train, self.validation)
+        return self._evaluate(trainer, "After training")
+
+    def _evaluate(self, trainer, label):
+        with data_errors(self.validation):
+            results = trainer.model.evaluate(
+                **trainer.evaluate_arguments, verbose=0, return_dict=True
             )
-        elif validation is not None:
-            final = self._evaluate(validation, "After training")
+        results = {key: float(value) for key, value in results.items()}
+        self._report(results, label)
+        return results
+
+    def _report(self, results, label):
+        if self.settings.verbose:
+            shown = ", ".join(f"{key} {value:.4f}" for key, value in results.items())
+            print(f"{label}: {shown}")
+
+    def _history(self, state, final):
+        settings = self.settings
         history = state["history"]
         count = len(next(iter(history.values()), []))
         boundary = state.get("boundary")
-        boundaries = [boundary] if boundary else []
-        phases = [PHASES[i] for i, (_, n) in enumerate(phases) if n]
+        counts = (settings.head_epochs, settings.epochs)
         return FineTuneHistory(
             history=history,
             epoch=list(range(count)),
-            phases=phases,
-            phase_boundaries=boundaries,
+            phases=[name for name, n in zip(PHASES, counts, strict=True) if n],
+            phase_boundaries=[boundary] if boundary else [],
             initial=state["initial"],
             final=final,
             stopped_early=state["stopped_early"],
@@ -642,386 +454,16 @@ class _Run:
             sweep=HeadSweep(**state["sweep"]) if state.get("sweep") else None,
         )
 
-    def _compile(self, phase, steps):
-        if phase == 0:
-            change_freeze(self.model, "all")
-            peak = self.lr
-            optimizer = self._optimizer(make_schedule(self.schedule, peak, steps, self.warmup))
-        else:
-            if self.lora is not None and self.extractor.lora != self.lora:
-                self.extractor.set_lora(self.lora)  # adapters at zero: outputs unchanged
-            change_freeze(self.model, self.unfreeze, bn=self.bn)
-            peak = self.lr / 2
-            inner = self._optimizer(make_schedule(self.schedule, peak, steps, self.warmup))
-            decay = self.layer_decay
-            blocks = len(self.extractor.blocks)
-            if decay is None and self.lr_mult > 1 and blocks:
-                decay = self.lr_mult ** (-1.0 / blocks)
-            optimizer = (
-                PerLayerLR(inner, layer_decay=decay, blocks=self.extractor)
-                if decay is not None and decay < 1
-                else inner
-            )
-        self.model.compile(
-            optimizer=optimizer, loss=self._loss(), metrics=self.head.default_metrics()
-        )
 
-    def _cached(self, train, validation, steps, epochs_done):
-        """`(head model, fit data, validation data)` on cached features, or `None`."""
-        if self.cache is False:
-            return None
-        front, head, reason = cacheable(self.model, allow_random=self.views is not None)
-        if front is not None and train.mixes:
-            front, reason = None, "the training batches mix images at random (mix=)"
-        if front is not None and self.callbacks:
-            # A callback sees the model being fit: on the cache, the head alone.
-            front, reason = None, "`callbacks` watch the full model, which the cache skips"
-        if front is None:
-            asked = {"cache": self.cache, "views": self.views, "head_sweep": self.head_sweep}
-            for arg, value in asked.items():
-                if value is True or (arg != "cache" and value is not None):
-                    raise ValueError(
-                        f"`{arg}` needs the head phase on cached features, and the features of "
-                        f"this model cannot be cached: {reason}. Received: {arg}={value!r}"
-                    )
-            return None
-        views = self.views if random_layers(front) else None
-        if self.verbose:
-            copies = f" ({views} augmented copies of each image)" if views else ""
-            print(f"Caching the frozen backbone's features for the head phase{copies}")
-        features = features_of(
-            front,
-            train.cache_source(),
-            batch_size=train.batch_size,
-            cache_dir=self.cache_dir,
-            views=views,
-            dtype=self.cache_dtype,
-            verbose=self.verbose,
-        )
-        validation_data = None
-        if validation is not None:
-            # In inference mode: augmentation is off, as when the full model evaluates.
-            held_out = features_of(
-                front,
-                validation.cache_source(),
-                batch_size=validation.batch_size,
-                cache_dir=self.cache_dir,
-                dtype=self.cache_dtype,
-                verbose=self.verbose,
-            )
-            validation_data = (held_out.features, held_out.labels)
-        shape = features.features.shape[2:] if views else features.features.shape[1:]
-        inputs = keras.Input(shape, name="features")
-        trainer = keras.Model(inputs, head(inputs), name=f"{self.model.name}_head")
-        # The head's policy, not the global one: under mixed_float16, `compile` then adds
-        # loss scaling as it does for the full model.
-        trainer.dtype_policy = self.head.dtype_policy
-        schedule = make_schedule(self.schedule, self.lr, steps, self.warmup)
-        trainer.compile(
-            optimizer=self._optimizer(schedule),
-            loss=self._loss(),
-            metrics=self.head.default_metrics(),
-        )
-        if views:
-            # One copy per image per epoch, drawn from (seed, epoch): a resumed run draws
-            # what an uninterrupted one would.
-            batches = ViewBatches(
-                features.features,
-                features.labels,
-                train.batch_size,
-                shuffle=not train.keeps_order,
-                epoch=epochs_done,
-            )
-            return trainer, {"x": batches}, validation_data
-        fit_data = {
-            "x": features.features,
-            "y": features.labels,
-            "batch_size": train.batch_size,
-            # The order kerastl batches keep; arrays are reshuffled every epoch as fit does.
-            "shuffle": not train.keeps_order,
-        }
-        return trainer, fit_data, validation_data
+def _variables_found(settings):
+    """The model's variables as the run found them.
 
-    def _sweep(self, trainer, fit_data, validation_data, steps, epochs):
-        """Trains the `head_sweep` grid on the cached features; the best head is kept."""
-        if isinstance(fit_data["x"], ViewBatches):
-            train = fit_data["x"]
-        else:
-            train = (fit_data["x"], fit_data["y"])
-        sweep = train_heads(
-            self.head,
-            train,
-            validation_data,
-            self.grid,
-            epochs=epochs,
-            batch_size=fit_data.get("batch_size", 32),
-            make_optimizer=lambda top: self._optimizer(
-                make_schedule(self.schedule, top, steps, self.warmup)
-            ),
-            loss=self._loss(),
-            shuffle=fit_data.get("shuffle", True),
-            verbose=self.verbose,
-        )
-        if self.verbose:
-            print(f"Head sweep ({len(self.grid)} heads, the kept one marked *):")
-            print(sweep.table())
-        return sweep
-
-    def _optimizer(self, learning_rate):
-        extra = {"use_ema": True} if self.ema else {}
-        if isinstance(self.optimizer, str):
-            return type(keras.optimizers.get(self.optimizer))(learning_rate=learning_rate, **extra)
-        config = {**self.optimizer.get_config(), **extra}
-        config["learning_rate"] = learning_rate
-        config.pop("name", None)
-        return type(self.optimizer)(**config)
-
-    def _loss(self):
-        loss = self.head.default_loss()
-        if not self.label_smoothing:
-            return loss
-        if self.head.task == "binary":
-            return keras.losses.BinaryCrossentropy(
-                from_logits=self.head.logits, label_smoothing=self.label_smoothing
-            )
-        if self.head.sparse_labels:
-            return SparseCategoricalCrossentropy(
-                label_smoothing=self.label_smoothing, from_logits=self.head.logits
-            )
-        return keras.losses.CategoricalCrossentropy(
-            from_logits=self.head.logits, label_smoothing=self.label_smoothing
-        )
-
-    def _evaluate(self, validation, label):
-        return self._evaluate_arguments(self.model, validation.evaluate_arguments(), label)
-
-    def _evaluate_arguments(self, model, arguments, label):
-        results = model.evaluate(**arguments, verbose=0, return_dict=True)
-        results = {key: float(value) for key, value in results.items()}
-        self._report(results, label)
-        return results
-
-    def _report(self, results, label):
-        if self.verbose:
-            shown = ", ".join(f"{key} {value:.4f}" for key, value in results.items())
-            print(f"{label}: {shown}")
-
-
-class _Recorder(keras.callbacks.Callback):
-    """Keeps the merged history, early stopping and the checkpoints of one phase."""
-
-    def __init__(self, run, state, checkpoints, phase_start, trainer):
-        super().__init__()
-        self.run = run
-        self.trainer = trainer  # the full model, or the head model on cached features
-        self.state = state
-        self.checkpoints = checkpoints
-        self.phase_start = phase_start
-        self.stopped = False
-        early = state.get("early") or {}
-        self.best = early.get("best", math.inf)
-        self.wait = early.get("wait", 0)
-        self.best_weights = None
-        self.best_path = early.get("best_path")
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        history = self.state["history"]
-        for key, value in logs.items():
-            history.setdefault(key, []).append(float(value))
-        self.state["epochs_done"] = epoch + 1
-        if self.run.early_stopping is not None:
-            self._early_stop(logs)
-        if self.checkpoints is not None:
-            self.checkpoints.write(self.run.model, self.state, optimizer_of=self.trainer)
-
-    def _early_stop(self, logs):
-        monitor = "val_loss" if "val_loss" in logs else "loss"
-        value = float(logs.get(monitor, math.inf))
-        if value < self.best:
-            self.best, self.wait = value, 0
-            self.best_weights = [
-                np.array(keras.ops.convert_to_numpy(w)) for w in self.model.weights
-            ]
-        else:
-            self.wait += 1
-            if self.wait >= self.run.early_stopping:
-                self.model.stop_training = True
-                self.stopped = True
-        self.state["early"] = {"best": self.best, "wait": self.wait}
-
-    def finish(self):
-        if self.stopped and self.best_weights is not None:
-            for variable, value in zip(self.model.weights, self.best_weights, strict=True):
-                variable.assign(value)
-
-
-# --- data ----------------------------------------------------------------------------
-
-
-class _Data:
-    """One data argument: how `fit` and `evaluate` take it, its steps, its labels checked."""
-
-    def __init__(self, data, arg, batch_size, head):
-        self.arg = arg
-        check_positive_int(batch_size, "batch_size")
-        self.batch_size = batch_size
-        self.x = self.y = None
-        self.dataset = None
-        if isinstance(data, (tuple, list)) and len(data) == 2 and not _is_dataset(data):
-            x, y = data
-            x = np.asarray(x) if not isinstance(x, np.ndarray) else x
-            y = np.asarray(y) if not isinstance(y, np.ndarray) else y
-            if len(x) == 0:
-                raise ValueError(f"`{arg}` holds no images. Received: {arg} with 0 samples")
-            if len(x) != len(y):
-                raise ValueError(
-                    f"`{arg}` has {len(x)} images but {len(y)} labels. "
-                    f"Received: {arg}=(x of {len(x)}, y of {len(y)})"
-                )
-            self.x, self.y = x, y
-            self.steps = math.ceil(len(x) / batch_size)
-            _check_labels(y, head, arg)
-        elif _is_dataset(data):
-            self.dataset = data
-            self.steps = _steps(data, arg)
-            self.batch_size = getattr(data, "batch_size", None) or batch_size
-            labels = getattr(data, "labels", None)
-            if isinstance(data, keras.utils.PyDataset) and labels is not None:
-                _check_labels(np.asarray(labels), head, arg)
-        else:
-            raise TypeError(
-                f"`{arg}` must be (x, y) arrays, a keras.utils.PyDataset (kerastl.data), a "
-                f"tf.data.Dataset or a torch DataLoader. Received: {arg}={data!r}"
-            )
-
-    def check_shards(self, shards):
-        """Refuses batches that a distribution cannot split evenly over its `shards` devices.
-
-        JAX (`keras.distribution`) splits every batch; TensorFlow (`tf.distribute`)
-        takes uneven batches, except the first of each `fit` / `evaluate`, which
-        Keras reduces across replicas to build the model.
-        """
-        count = len(self.x) if self.x is not None else None
-        if isinstance(self.dataset, ImageBatches):
-            count = len(self.dataset.images)
-        if shards == 1 or count is None:
-            return
-        sizes = {min(self.batch_size, count)}
-        if keras.config.backend() != "tensorflow":
-            sizes.add(count % self.batch_size or self.batch_size)
-        uneven = sorted(size for size in sizes if size % shards)
-        if uneven:
-            raise ValueError(
-                f"`{self.arg}` gives a batch of {uneven[0]} image(s), which the active "
-                f"distribution cannot split evenly over its {shards} devices. Use a batch "
-                f"size and a number of images that are multiples of {shards}. Received: "
-                f"batch_size={self.batch_size}, {self.arg} of {count} images"
-            )
-
-    @property
-    def keeps_order(self):
-        """Whether the batches come in one fixed order (kerastl batches without shuffle)."""
-        return isinstance(self.dataset, ImageBatches) and not self.dataset.shuffle
-
-    @property
-    def mixes(self):
-        """Whether batches mix images and labels at random (MixUp / CutMix)."""
-        return getattr(self.dataset, "mix", None) is not None
-
-    def cache_source(self):
-        return self.dataset if self.dataset is not None else (self.x, self.y)
-
-    def fit_arguments(self):
-        if isinstance(self.dataset, ImageBatches):
-            # kerastl batches keep their own order (shuffled by their seed, or not):
-            # Keras would reshuffle the batch order from the global RNG, so a resumed
-            # run could not see the batches an uninterrupted one would.
-            return {"x": self.dataset, "shuffle": False}
-        if self.dataset is not None:
-            return {"x": self.dataset}
-        return {"x": self.x, "y": self.y, "batch_size": self.batch_size}
-
-    def evaluate_arguments(self):
-        arguments = self.fit_arguments()
-        arguments.pop("shuffle", None)
-        return arguments
-
-    def as_validation(self):
-        return self.dataset if self.dataset is not None else (self.x, self.y)
-
-
-def _is_dataset(data):
-    if isinstance(data, keras.utils.PyDataset):
-        return True
-    module = type(data).__module__
-    return module.startswith(("tensorflow", "torch"))
-
-
-def _steps(data, arg):
-    if isinstance(data, keras.utils.PyDataset):
-        steps = len(data)
-    elif hasattr(data, "cardinality"):
-        steps = int(data.cardinality())
-        if steps < 0:  # unknown or infinite: count one pass
-            steps = sum(1 for _ in data) if steps != -1 else -1
-    else:
-        steps = len(data)
-    if steps == -1:
-        raise ValueError(
-            f"`{arg}` is an infinite dataset; fine_tune counts epochs in passes over the "
-            f"data. Received: {arg}={data!r}"
-        )
-    if steps == 0:
-        raise ValueError(f"`{arg}` holds no batches. Received: {arg}={data!r}")
-    return steps
-
-
-def _check_labels(labels, head, arg):
-    """Refuses labels the head cannot have (a class index beyond its outputs)."""
-    if head.task == "multiclass" and head.sparse_labels:
-        values = labels.reshape(-1)
-        if values.size and not np.issubdtype(values.dtype, np.number):
-            raise ValueError(
-                f"`{arg}` labels must be class indices (numbers); the head has "
-                f"{head.num_outputs} classes. Received: {arg} labels of dtype {values.dtype}"
-            )
-        outside = (values < 0) | (values >= head.num_outputs) | (values != np.round(values))
-        if values.size and np.any(outside):
-            bad = sorted(set(values[outside].tolist()))[:5]
-            raise ValueError(
-                f"`{arg}` has labels the head does not have: it has {head.num_outputs} "
-                f"classes (0..{head.num_outputs - 1}); found {bad}. Received: {arg} labels"
-            )
-    elif head.task in ("multiclass", "multilabel") and labels.ndim == 2:
-        if labels.shape[-1] != head.num_outputs:
-            raise ValueError(
-                f"`{arg}` has labels of {labels.shape[-1]} classes; the head has "
-                f"{head.num_outputs}. Received: {arg} labels of shape {labels.shape}"
-            )
-    elif head.task == "binary":
-        values = labels.reshape(-1)
-        if values.size and np.any((values < 0) | (values > 1)):
-            raise ValueError(
-                f"`{arg}` has binary labels outside [0, 1]. Received: {arg} labels "
-                f"{sorted(set(values.tolist()))[:5]}"
-            )
-
-
-def _plan_settings(plan):
-    settings = {}
-    for key in ("epochs", "head_epochs", "lr", "lr_mult", "unfreeze", "bn"):
-        if not hasattr(plan, key):
-            raise TypeError(
-                f"`plan` must be a kerastl.recommend(...) plan (it has no `{key}`). "
-                f"Received: plan={plan!r}"
-            )
-        settings[key] = getattr(plan, key)
-    return settings
-
-
-def _difference(saved, wanted):
-    if not isinstance(saved, dict):
-        return "unreadable settings"
-    keys = [k for k in wanted if saved.get(k) != wanted[k]]
-    return ", ".join(f"{k}: {saved.get(k)!r} there, {wanted[k]!r} here" for k in keys[:3])
+    A model already through phase 2 of this run (called again in the same
+    session) holds the adapters of its LoRA policy: they are left out, as the run
+    began without them.
+    """
+    model = settings.model
+    if settings.lora is None or settings.extractor.lora != settings.lora:
+        return model.weights
+    own = {id(v) for wrapper in adapters(model) for v in wrapper.adapter_weights}
+    return [v for v in model.weights if id(v) not in own]

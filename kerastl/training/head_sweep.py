@@ -22,7 +22,7 @@ import numpy as np
 
 from kerastl._checks import check_positive_int, is_finite_number
 from kerastl.heads.task_head import TaskHead, finish_outputs
-from kerastl.training.per_layer_lr import PerLayerLR
+from kerastl.optimizers.per_layer_lr import PerLayerLR
 
 # The grid `head_sweep=True` trains: the given rate times these, with and without decay.
 LR_FACTORS = (0.1, 0.3, 1.0, 3.0)

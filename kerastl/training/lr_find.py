@@ -8,6 +8,9 @@ import keras
 import numpy as np
 
 from kerastl._checks import check_positive_int, is_finite_number
+from kerastl._keras_private import flatten_layers
+from kerastl.data.adapter import adapt
+from kerastl.heads.task_head import TaskHead
 from kerastl.training.plots import plot_lr_sweep
 
 
@@ -112,13 +115,15 @@ def lr_find(
             other); its optimizer may be a Keras optimizer or a
             `kerastl.optimizers.PerLayerLR`, with a float learning rate (not
             a schedule). Only its trainable weights train during the sweep.
-        train: the training data, with labels: a tuple `(x, y)` or
+        train: the training images, with labels: a tuple `(x, y)` or
             `(x, y, sample_weight)` of arrays (shuffled with `seed`, cut into
             `batch_size` batches), a `keras.utils.PyDataset` (what
             `kerastl.data.from_arrays` and `from_directory` return), a
             `tf.data.Dataset` or a torch `DataLoader` (`from_torch_dataset`)
-            of `(x, y)` batches, or any other iterable of batches. A one-shot
-            iterator (a generator) is not cycled: the sweep ends with it.
+            of `(x, y)` batches, or any other iterable of batches
+            (`kerastl.data.adapt`; bad images or labels are refused, a
+            stream's at the batch that has them). A one-shot iterator (a
+            generator) is not cycled: the sweep ends with it.
         start_lr: the first learning rate, > 0.
         end_lr: the last learning rate, > `start_lr`.
         num_steps: the number of steps (batches) of the full sweep, >= 2.
@@ -163,26 +168,16 @@ def lr_find(
             f"`num_steps` must be an int >= 2 (a sweep). Received: num_steps={num_steps!r}"
         )
     batch_size = check_positive_int(batch_size, "batch_size")
-    if not is_finite_number(smoothing, minimum=0) or smoothing >= 1:
-        raise ValueError(
-            f"`smoothing` must be a number in [0, 1). Received: smoothing={smoothing!r}"
-        )
-    if divergence is not None and (not is_finite_number(divergence) or divergence <= 1):
-        raise ValueError(
-            "`divergence` must be a number > 1 or None (stop only on a non-finite loss). "
-            f"Received: divergence={divergence!r}"
-        )
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
-    if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral) or verbose < 0:
-        raise ValueError(f"`verbose` must be an int >= 0. Received: verbose={verbose!r}")
+    _check_options(smoothing, divergence, seed, verbose)
 
     if model.built:
         _check_trainable(model)
-    batches = _batches(train, batch_size, seed)
-    first = next(batches, None)
-    if first is None:
-        raise ValueError(f"`train` holds no batches. Received: train={_describe(train)}")
+    train = adapt(train, "train", batch_size=batch_size, needs_labels=True)
+    heads = [layer for layer in flatten_layers(model) if isinstance(layer, TaskHead)]
+    if len(heads) == 1:  # a kerastl model: its labels checked against its head
+        train.check_labels(heads[0])
+    batches = _cycle(train, seed)
+    first = next(batches)
     if not model.built:
         model(first[0], training=False)  # a subclassed model: create its variables now
         _check_trainable(model)
@@ -307,6 +302,22 @@ def _check_model(model):
         )
 
 
+def _check_options(smoothing, divergence, seed, verbose):
+    if not is_finite_number(smoothing, minimum=0) or smoothing >= 1:
+        raise ValueError(
+            f"`smoothing` must be a number in [0, 1). Received: smoothing={smoothing!r}"
+        )
+    if divergence is not None and (not is_finite_number(divergence) or divergence <= 1):
+        raise ValueError(
+            "`divergence` must be a number > 1 or None (stop only on a non-finite loss). "
+            f"Received: divergence={divergence!r}"
+        )
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
+    if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral) or verbose < 0:
+        raise ValueError(f"`verbose` must be an int >= 0. Received: verbose={verbose!r}")
+
+
 def _check_trainable(model):
     if not model.trainable_variables:
         raise ValueError(
@@ -327,17 +338,6 @@ def _check_rates(start_lr, end_lr):
     return float(start_lr), float(end_lr)
 
 
-def _describe(train):
-    """A short description of the data (never the arrays themselves)."""
-    if isinstance(train, (tuple, list)):
-        parts = [tuple(v.shape) if hasattr(v, "shape") else type(v).__name__ for v in train]
-        return f"{type(train).__name__} of {parts}"
-    try:
-        return f"{type(train).__name__} of {len(train)} batches"
-    except TypeError:
-        return type(train).__name__
-
-
 # --- state ------------------------------------------------------------------------
 
 
@@ -356,129 +356,18 @@ def _restore(model, saved):
 # --- data -------------------------------------------------------------------------
 
 
-def _batches(train, batch_size, seed):
-    """`(x, y, sample_weight)` batches of `train`, cycled; only a one-shot iterator ends."""
-    if isinstance(train, keras.utils.PyDataset):
-        return _dataset_batches(train)
-    if isinstance(train, (tuple, list)) and train and _is_array(train[0]):
-        if len(train) not in (2, 3):
-            raise ValueError(
-                "`train` arrays must be a tuple (x, y) or (x, y, sample_weight): labels "
-                f"are needed. Received: train={_describe(train)}"
-            )
-        return _array_batches(train, batch_size, seed)
-    if isinstance(train, (dict, str, bytes)) or _is_array(train) or not _iterable(train):
-        raise TypeError(
-            "`train` must be a tuple (x, y) of arrays, a keras.utils.PyDataset, a "
-            "tf.data.Dataset, a torch DataLoader or another iterable of (x, y) batches. "
-            f"Received: train={type(train).__name__}"
-        )
-    return _iterable_batches(train)
+def _cycle(train, seed):
+    """`(x, y, sample_weight)` numpy batches of the adapted `train`, cycled.
 
-
-def _is_array(value):
-    return hasattr(value, "shape") and hasattr(value, "__len__") or isinstance(value, dict)
-
-
-def _iterable(value):
-    try:
-        iter(value)
-    except TypeError:
-        return False
-    return True
-
-
-def _array_batches(train, batch_size, seed):
-    x, y, *rest = train
-    sample_weight = rest[0] if rest else None
-    x = keras.tree.map_structure(np.asarray, x)
-    leaves = keras.tree.flatten(x)
-    n = len(leaves[0]) if leaves else 0
-    for arg, value in (("y", y), ("sample_weight", sample_weight)):
-        if value is None:
-            if arg == "y":
-                raise ValueError("`train` needs labels: a tuple (x, y). Received: train=(x, None)")
-            continue
-        if len(value) != n or any(len(leaf) != n for leaf in leaves):
-            raise ValueError(
-                f"`train` arrays must all hold the same number of samples ({n} images). "
-                f"Received: len({arg})={len(value)}"
-            )
-    y = np.asarray(y)
-    sample_weight = None if sample_weight is None else np.asarray(sample_weight)
-    if n == 0:
-        return
+    Arrays are reshuffled every pass and cut into full batches only (when there
+    is one): no retracing for a short last batch. A one-shot iterator ends with
+    its pass.
+    """
     rng = np.random.default_rng(seed)
-    # Full batches only (when there is one): no retracing for a short last batch.
-    size = min(batch_size, n)
+    full = min(train.batch_size, train.count) if train.kind == "arrays" else 0
     while True:
-        order = rng.permutation(n)
-        for start in range(0, n - size + 1, size):
-            rows = order[start : start + size]
-            yield (
-                keras.tree.map_structure(lambda a, rows=rows: a[rows], x),
-                y[rows],
-                None if sample_weight is None else sample_weight[rows],
-            )
-
-
-def _dataset_batches(dataset):
-    try:
-        count = dataset.num_batches
-    except NotImplementedError:
-        count = None
-    if count == 0:
-        return
-    index = 0
-    while True:
-        try:
-            batch = dataset[index % count if count else index]
-        except IndexError:
-            if index == 0 or count:
-                raise
-            index = 0  # an open-ended dataset that ran out: start again
-            continue
-        yield _unpack(batch, dataset)
-        index += 1
-
-
-def _iterable_batches(iterable):
-    one_shot = iter(iterable) is iterable
-    while True:
-        empty = True
-        for batch in iterable:
-            empty = False
-            yield _unpack(batch, iterable)
-        if empty or one_shot:
+        for batch in train.numpy_batches(shuffle=True, seed=rng, weights=True):
+            if len(batch[0]) >= full:
+                yield batch
+        if train.one_shot:
             return
-
-
-def _unpack(batch, source):
-    if isinstance(batch, dict) or not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        count = len(batch) if isinstance(batch, (tuple, list)) else None
-        raise ValueError(
-            "`train` batches must be (x, y) or (x, y, sample_weight) with labels; this one "
-            f"is a {type(batch).__name__}" + (f" of {count}" if count is not None else "") + ". "
-            f"Received: train={type(source).__name__}"
-        )
-    if len(batch) > 3:
-        raise ValueError(
-            "`train` batches must be (x, y) or (x, y, sample_weight); this one holds "
-            f"{len(batch)} parts. Received: train={type(source).__name__}"
-        )
-    x, y, *rest = batch
-    sample_weight = rest[0] if rest else None
-    return (
-        keras.tree.map_structure(_to_numpy, x),
-        keras.tree.map_structure(_to_numpy, y),
-        None if sample_weight is None else keras.tree.map_structure(_to_numpy, sample_weight),
-    )
-
-
-def _to_numpy(value):
-    """A host array: tf, torch and jax tensors alike train on every backend then."""
-    if isinstance(value, np.ndarray):
-        return value
-    if hasattr(value, "detach"):  # torch
-        value = value.detach().cpu()
-    return np.asarray(value)

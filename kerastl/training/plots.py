@@ -5,16 +5,14 @@ figures are drawn on a matplotlib Agg canvas of their own, so the global
 backend and `pyplot`'s figure list stay untouched (nothing to close).
 """
 
-import contextlib
 import math
 import numbers
 import os
 import reprlib
-import tempfile
 
 import numpy as np
 
-from kerastl.files.archive import replace_atomically
+from kerastl.files.atomic import write_atomically
 
 _VALIDATION = "val_"
 # Logged each epoch but not a measure of fit: no curve by default.
@@ -174,21 +172,9 @@ def check_plot_path(path, arg="path"):
     return path
 
 
-def save_figure(figure, path):
-    """Writes `figure` as a PNG: a temporary file beside `path`, synced, renamed over it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".kerastl-plot-", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            figure.savefig(file, format="png", dpi=100)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; an image is not
-        replace_atomically(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
+def save_figure(figure, path, arg="path"):
+    """Writes `figure` as a PNG at `path`, atomically (`kerastl.files.atomic`)."""
+    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=100), arg=arg)
 
 
 # --- history ----------------------------------------------------------------------

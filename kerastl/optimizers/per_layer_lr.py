@@ -102,6 +102,10 @@ class PerLayerLR(keras.optimizers.Optimizer):
 
     def multiplier_for_path(self, path):
         """The multiplier of a variable with this path (`"layer/.../variable"`)."""
+        if not isinstance(path, str):
+            raise TypeError(
+                f"`path` must be a variable path such as 'dense/kernel'. Received: path={path!r}"
+            )
         parts = path.split("/")
         layers = parts[:-1]
         for pattern, value in self._patterns:

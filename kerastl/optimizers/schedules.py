@@ -30,7 +30,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     Example:
 
     ```python
-    schedule = kerastl.training.WarmupCosine(1e-3, total_steps=100, warmup_steps=10)
+    schedule = kerastl.optimizers.WarmupCosine(1e-3, total_steps=100, warmup_steps=10)
     print([round(float(schedule(s)), 6) for s in (0, 9, 10, 99)])
     # [0.0001, 0.001, 0.001, 0.0]
     ```
@@ -82,7 +82,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     Example:
 
     ```python
-    schedule = kerastl.training.OneCycle(1e-3, total_steps=100)
+    schedule = kerastl.optimizers.OneCycle(1e-3, total_steps=100)
     print([round(float(schedule(s)), 6) for s in (0, 25, 99)])  # [4e-05, 0.001, 0.0]
     ```
     """

@@ -9,7 +9,7 @@ from kerastl._keras_private import distribution_scope, flatten_layers
 from kerastl.backbones.registry import split_blocks
 from kerastl.freeze.policies import TrainTopBlocks, get_policy
 from kerastl.layers.feature_extractor import find_extractor
-from kerastl.training.per_layer_lr import PerLayerLR
+from kerastl.optimizers.per_layer_lr import PerLayerLR
 from kerastl.training.policy import change_freeze
 from kerastl.training.recompile import clone_optimizer, recompile_model
 

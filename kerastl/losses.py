@@ -22,7 +22,7 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
     Example:
 
     ```python
-    loss = kerastl.training.SparseCategoricalCrossentropy(label_smoothing=0.1)
+    loss = kerastl.losses.SparseCategoricalCrossentropy(label_smoothing=0.1)
     print(round(float(loss(np.array([0]), np.array([[0.9, 0.05, 0.05]]))), 4))  # 0.2981
     ```
     """

@@ -1,0 +1,183 @@
+"""The head phase's strategy: train the head on cached features when the model allows it.
+
+While the backbone is frozen, the layers before the head compute the same
+features every epoch. When nothing there trains or draws random numbers
+(`feature_cache.cacheable`), `cached_trainer` runs them once per image
+(`feature_cache.features_of`) and returns a `Trainer` of the head alone on
+those features; `fine_tune` asks it once per head phase and fits whatever
+`Trainer` it gets. `sweep_heads` trains a `head_sweep` grid on the same features.
+"""
+
+import dataclasses
+
+import keras
+
+from kerastl.training.feature_cache import ViewBatches, cacheable, features_of, random_layers
+from kerastl.training.head_sweep import HeadSweep, train_heads
+
+
+@dataclasses.dataclass
+class Trainer:
+    """What one phase fits: a model, its `fit` data, and its validation data.
+
+    Attributes:
+        model: the full model, or the head on cached features (compiled).
+        fit_arguments: the data arguments of `model.fit` (`x`, `y`, `batch_size`, ...).
+        validation_data: what `model.fit` takes as `validation_data`, or `None`.
+        evaluate_arguments: the data arguments of `model.evaluate` on the validation
+            data, or `None`.
+        on_cache: whether `model` is the head on cached features.
+    """
+
+    model: keras.Model
+    fit_arguments: dict
+    validation_data: object = None
+    evaluate_arguments: dict | None = None
+    on_cache: bool = False
+
+
+def full_model_trainer(model, train, validation):
+    """The `Trainer` of the full model on the data adapters `train` and `validation`."""
+    if validation is None:
+        return Trainer(model, train.fit_arguments())
+    return Trainer(
+        model,
+        train.fit_arguments(),
+        validation.validation_data(),
+        validation.evaluate_arguments(),
+    )
+
+
+def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
+    """The head phase on cached features: `(trainer, None)`, or `(None, why it cannot)`.
+
+    Args:
+        settings: the run's `fine_tune_args.Settings`.
+        train: the training data's `DataAdapter`.
+        validation: the validation data's `DataAdapter`, or `None`.
+        steps: the optimizer steps of the head phase (its schedule's length).
+        epochs_done: the epochs the run has done (augmented views are drawn per epoch).
+
+    Returns:
+        `(Trainer, None)`: the head alone on the features, compiled with a fresh
+        optimizer of the run; or `(None, reason)`.
+
+    Raises:
+        ValueError: the call asked for the cache (`cache=True`, `views`,
+            `head_sweep`) and this model's features cannot be cached.
+    """
+    front, head, reason = _cacheable(settings, train)
+    if front is None:
+        asked = {
+            "cache": settings.cache,
+            "views": settings.views,
+            "head_sweep": settings.head_sweep,
+        }
+        for arg, value in asked.items():
+            if value is True or (arg != "cache" and value is not None):
+                raise ValueError(
+                    f"`{arg}` needs the head phase on cached features, and the features of "
+                    f"this model cannot be cached: {reason}. Received: {arg}={value!r}"
+                )
+        return None, reason
+    views = settings.views if random_layers(front) else None
+    if settings.verbose:
+        copies = f" ({views} augmented copies of each image)" if views else ""
+        print(f"Caching the frozen backbone's features for the head phase{copies}")
+    options = dict(
+        cache_dir=settings.cache_dir, dtype=settings.cache_dtype, verbose=settings.verbose
+    )
+    features = features_of(front, train, batch_size=train.batch_size, views=views, **options)
+    validation_data = evaluate_arguments = None
+    if validation is not None:
+        # In inference mode: augmentation is off, as when the full model evaluates.
+        held_out = features_of(front, validation, batch_size=validation.batch_size, **options)
+        validation_data = (held_out.features, held_out.labels)
+        evaluate_arguments = {
+            "x": held_out.features,
+            "y": held_out.labels,
+            "batch_size": validation.batch_size,
+        }
+    shape = features.features.shape[2:] if views else features.features.shape[1:]
+    model = _head_model(settings, head, shape, steps)
+    if views:
+        # One copy per image per epoch, drawn from (seed, epoch): a resumed run draws
+        # what an uninterrupted one would.
+        batches = ViewBatches(
+            features.features,
+            features.labels,
+            train.batch_size,
+            shuffle=not train.keeps_order,
+            epoch=epochs_done,
+        )
+        fit_arguments = {"x": batches}
+    else:
+        fit_arguments = {
+            "x": features.features,
+            "y": features.labels,
+            "batch_size": train.batch_size,
+            # The order kerastl batches keep; arrays are reshuffled every epoch as fit does.
+            "shuffle": not train.keeps_order,
+        }
+    trainer = Trainer(model, fit_arguments, validation_data, evaluate_arguments, on_cache=True)
+    return trainer, None
+
+
+def sweep_heads(settings, trainer, *, steps, epochs):
+    """Trains the `head_sweep` grid on the cached features of `trainer`; the best head is kept."""
+    fit = trainer.fit_arguments
+    train = fit["x"] if isinstance(fit["x"], ViewBatches) else (fit["x"], fit["y"])
+    sweep = train_heads(
+        settings.head,
+        train,
+        trainer.validation_data,
+        settings.grid,
+        epochs=epochs,
+        batch_size=fit.get("batch_size", 32),
+        make_optimizer=lambda peak: settings.make_optimizer(peak, steps),
+        loss=settings.loss(),
+        shuffle=fit.get("shuffle", True),
+        verbose=settings.verbose,
+    )
+    if settings.verbose:
+        print(f"Head sweep ({len(settings.grid)} heads, the kept one marked *):")
+        print(sweep.table())
+    return sweep
+
+
+def sweep_results(sweep: HeadSweep, head):
+    """The kept head's last validation figures, in `evaluate`'s names."""
+    best = sweep.best
+    results = {"loss": best["val_loss"]}
+    results.update({m.name: best[f"val_{m.name}"] for m in head.default_metrics()})
+    return results
+
+
+def _cacheable(settings, train):
+    """`(front, head, None)` when the head phase can run on cached features, else a reason."""
+    if settings.cache is False:
+        return None, None, "`cache` is False"
+    front, head, reason = cacheable(settings.model, allow_random=settings.views is not None)
+    if front is not None and train.mixes:
+        return None, None, "the training batches mix images at random (mix=)"
+    if front is not None and getattr(train, "w", None) is not None:
+        return None, None, "`train` has sample weights, which the cached features do not keep"
+    if front is not None and settings.callbacks:
+        # A callback sees the model being fit: on the cache, the head alone.
+        return None, None, "`callbacks` watch the full model, which the cache skips"
+    return front, head, reason
+
+
+def _head_model(settings, head, shape, steps):
+    """The head alone on features of `shape`, compiled for the head phase."""
+    inputs = keras.Input(shape, name="features")
+    model = keras.Model(inputs, head(inputs), name=f"{settings.model.name}_head")
+    # The head's policy, not the global one: under mixed_float16, `compile` then adds
+    # loss scaling as it does for the full model.
+    model.dtype_policy = head.dtype_policy
+    model.compile(
+        optimizer=settings.make_optimizer(settings.lr, steps),
+        loss=settings.loss(),
+        metrics=head.default_metrics(),
+    )
+    return model
