@@ -2,9 +2,31 @@ import os
 import shutil
 import tempfile
 
-import keras
-import pytest
-from support import calibrated_weights_file, real_images, shapes_only, shared_file
+
+# --- xdist workers share the cores: one thread pool's worth each ---------------------------
+#
+# Each backend sizes its thread pools to the machine's cores. Two xdist workers on two
+# cores then run four busy threads that spin-wait for each other: torch's augmentation
+# layers ran 3-4x slower than with one thread per worker. Set before the backend is
+# imported (below); a plain `pytest` run, without workers, keeps the backends' defaults.
+def _share_the_cores():
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, threads)
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", threads)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if threads == "1" and "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+
+
+_share_the_cores()
+
+import keras  # noqa: E402  (after the thread settings, which the backend reads at import)
+import pytest  # noqa: E402
+from support import calibrated_weights_file, real_images, shapes_only, shared_file  # noqa: E402
 
 # --- JAX on CPU: compile less, and compile each thing once per run ----------------------
 #

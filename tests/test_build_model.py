@@ -1,12 +1,10 @@
 import keras
 import numpy as np
 import pytest
-from support import BACKENDS, run_in_backend
 
 import kerastl
 from kerastl import heads, preprocessing
 from kerastl.models import build_model
-from kerastl.saving import save_model
 
 MOBILENET = dict(input_shape=(96, 96, 3), pooling="avg", backbone_kwargs={"alpha": 0.35})
 
@@ -140,31 +138,4 @@ def test_bad_arguments(kwargs, match):
         build_model(**args)
 
 
-@pytest.mark.cross_backend
-@pytest.mark.parametrize("target", BACKENDS)
-def test_saved_model_loads_on_every_backend(target, photos, mobilenet_weights, tmp_path):
-    fx = extractor(mobilenet_weights)
-    model = build_model(
-        fx, heads.multilabel(3, hidden=(8,)), preprocessing.pipeline(fx, augment="medium")
-    )
-    path = str(tmp_path / f"saved_on_{keras.config.backend()}.keras")
-    # kerastl's save writes the compile state backend-neutral; a plain `model.save` of a
-    # model compiled on torch names a torch-only optimizer module (test_cross_backend.py).
-    save_model(model, path)
-    images = photos[:4, ::3, ::3]
-    np.save(tmp_path / "images.npy", images)
-    got = run_in_backend(
-        target,
-        """
-        import numpy as np, kerastl.heads
-        from kerastl.saving import load_model
-        model = load_model(path)
-        images = np.load(images_path)
-        print(json.dumps({"info": kerastl.heads.head_info(model),
-                          "probs": model.predict(images, verbose=0).tolist()}))
-        """,
-        path=path,
-        images_path=str(tmp_path / "images.npy"),
-    )
-    assert got["info"]["task"] == "multilabel"
-    np.testing.assert_allclose(got["probs"], model.predict(images, verbose=0), atol=1e-4)
+# Loading on the other backends: tests/test_cross_backend.py (one matrix for every part).

@@ -408,7 +408,8 @@ def test_the_disk_cache_key_runs_nothing_and_sees_a_user_layers_code(photos, tmp
     original = front.predict_on_batch
     front.predict_on_batch = lambda *a, **k: calls.append(1) or original(*a, **k)
     fingerprint = "data"
-    assert feature_store.cache_key(front, fingerprint) == feature_store.cache_key(front, fingerprint)
+    key = feature_store.cache_key
+    assert key(front, fingerprint) == key(front, fingerprint)
     assert calls == []
     again = kerastl.cache_features(model, (x, y), batch_size=6, cache_dir=tmp_path, verbose=0)
     assert again.reused and again.key == first.key

@@ -5,7 +5,7 @@ import urllib.error
 import keras
 import numpy as np
 import pytest
-from support import BACKENDS, run_in_backend, shapes_only, tf_mode
+from support import run_in_backend, shapes_only, tf_mode
 
 import kerastl
 
@@ -117,26 +117,7 @@ def test_keras_save_and_load_give_equal_outputs(mobilenet_weights, photos, tmp_p
     )
 
 
-@pytest.mark.cross_backend
-@pytest.mark.parametrize("target", BACKENDS)
-def test_saved_extractor_loads_on_every_backend(target, mobilenet_weights, photos, tmp_path):
-    model = _classifier(mobilenet_weights)
-    path = str(tmp_path / f"saved_on_{keras.config.backend()}.keras")
-    model.save(path)
-    expected = model.predict(tf_mode(photos[:6]), verbose=0)
-    np.save(tmp_path / "images.npy", tf_mode(photos[:6]))
-    got = run_in_backend(
-        target,
-        """
-        import keras, numpy as np, kerastl
-        model = keras.saving.load_model(path)
-        assert isinstance(model.layers[1], kerastl.FeatureExtractor)
-        print(json.dumps(model.predict(np.load(images), verbose=0).tolist()))
-        """,
-        path=path,
-        images=str(tmp_path / "images.npy"),
-    )
-    np.testing.assert_allclose(np.array(got), expected, atol=1e-4)
+# Loading on the other backends: tests/test_cross_backend.py (one matrix for every part).
 
 
 def test_frozen_batchnorm_statistics_do_not_move_and_frozen_weights_get_no_slots(

@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from support import BACKENDS, mobilenet_extractor, run_in_backend
+from support import mobilenet_extractor
 
 from kerastl.optimizers import PerLayerLR
 
@@ -157,27 +157,7 @@ def test_compiled_model_with_per_layer_lr_saves_and_loads(tmp_path):
     np.testing.assert_array_equal(k["c"], 0.0)
 
 
-@pytest.mark.cross_backend
-@pytest.mark.parametrize("target", BACKENDS)
-def test_model_compiled_with_per_layer_lr_adam_loads_on_every_backend(target, tmp_path):
-    model = _parallel_model()
-    model.compile(optimizer=PerLayerLR("adam", multipliers={"b": 0.5}), loss="mse")
-    model.fit(*_data(), epochs=1, batch_size=8, verbose=0)
-    path = str(tmp_path / f"saved_on_{keras.config.backend()}.keras")
-    model.save(path)
-    got = run_in_backend(
-        target,
-        """
-        import keras, kerastl.optimizers
-        model = keras.saving.load_model(path)
-        inner = model.optimizer.inner_optimizer
-        print(json.dumps([type(model.optimizer).__name__, type(inner).__name__,
-                          model.optimizer.multipliers,
-                          int(keras.ops.convert_to_numpy(model.optimizer.iterations))]))
-        """,
-        path=path,
-    )
-    assert got == ["PerLayerLR", "Adam", {"b": 0.5}, 4]
+# Loading on the other backends: tests/test_cross_backend.py (one matrix for every part).
 
 
 @pytest.mark.parametrize(

@@ -202,7 +202,7 @@ def run_record(settings, model_variables, train, validation):
         validation: the validation data's `DataAdapter`, or `None`.
 
     The data are recorded by `DataAdapter.fingerprint()`; where it is unknowable
-    (a `tf.data` set, a generator) the record says so, and other data of the
+    (a `tf.data` set, a torch `DataLoader`, a generator) the record says so, and other data of the
     same kind cannot be told apart.
     """
     return {

@@ -171,8 +171,9 @@ def fine_tune(
             optimizer's class and config included), fingerprints of `train` and
             `validation`, and the names and shapes of the model's variables. A
             call that differs in any of them is refused, naming what differs,
-            rather than given another run's model. A `tf.data` set or a generator
-            has no fingerprint: a change of its data cannot be detected there.
+            rather than given another run's model. A `tf.data` set, a torch
+            `DataLoader` or a generator has no fingerprint: a change of its data
+            cannot be detected there.
         cache: the head phase on cached features (`kerastl.cache_features`):
             the backbone runs once per image instead of once per epoch.
             `"auto"` (default) caches whenever it is valid (nothing before the
