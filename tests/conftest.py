@@ -1,3 +1,4 @@
+import gc
 import os
 import shutil
 import tempfile
@@ -45,8 +46,7 @@ _CACHE_OWNER = "KERASTL_TEST_JAX_CACHE_OWNER"
 def _configure_jax(config):
     import jax
 
-    markexpr = config.getoption("markexpr", "") or ""
-    gpu_run = "gpu" in markexpr and "not gpu" not in markexpr
+    gpu_run = _gpu_run(config)
     if gpu_run:
         # The GPU benchmark's test runs each side in a child process: a test process
         # that reserved 75% of the GPU's memory at its first computation would starve them.
@@ -124,11 +124,37 @@ def _mobilenet_v2_signature():
         registry_signature(get_backbone("mobilenet_v2"))
 
 
+def _gpu_run(config):
+    markexpr = config.getoption("markexpr", "") or ""
+    return "gpu" in markexpr and "not gpu" not in markexpr
+
+
 @pytest.fixture(autouse=True)
-def _fresh_keras_session():
-    # Generated layer names (e.g. `activation_28`) restart per test.
-    keras.backend.clear_session()
+def _fresh_keras_session(request):
+    # Generated layer names (e.g. `activation_28`) restart per test. Its full gc pass
+    # (0.1-0.4 s in a worker holding a backend's worth of objects, ~1,300 tests a
+    # session) runs once per module instead (`_collect_garbage`), but after every test
+    # of a GPU run, where the memory a test leaves behind counts. Not at all between the
+    # cases of a bad-input table (`bad_input_objects`): they share objects built once.
+    if "bad_input_objects" not in request.fixturenames:
+        keras.backend.clear_session(free_memory=_gpu_run(request.config))
     yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_garbage():
+    yield
+    gc.collect()
+
+
+@pytest.fixture(scope="module")
+def bad_input_objects(tmp_path_factory):
+    """What a module's bad-input table shares (tests/bad_input.py): a fresh set per module."""
+    import bad_input
+
+    bad_input.start_module(tmp_path_factory.mktemp("bad_input"))
+    yield
+    bad_input.end_module()
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,9 @@ import kerastl
 from kerastl.freeze import FreezeAll, FreezeNone, TrainFraction
 from kerastl.training.advisor import Plan, _earlier_cut, recommend
 
+# The plan and what fine_tune makes of its arguments: any backend (conftest).
+pytestmark = pytest.mark.one_backend
+
 # What every plan of a data size shares; each regime below adds or overrides.
 LITTLE = dict(
     data="little",

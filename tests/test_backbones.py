@@ -2,6 +2,7 @@ import math
 import os
 import urllib.error
 
+import bad_input as bad
 import keras
 import pytest
 from support import shapes_only
@@ -201,3 +202,183 @@ def test_weights_download_error_gives_the_cause_whole_and_the_url_once(error, ca
     assert f"({os.path.join(keras_cache_dir(), name)}; set KERAS_HOME" in message
     assert f"weights='/path/to/{name}'" in message
     assert message.endswith("Received: weights='imagenet'")
+
+
+# --- bad input: one wrong argument, one clear error (tests/bad_input.py) -----------
+
+BAD_INPUT = [
+    # === kerastl.backbones ===
+    bad.case(
+        "bb-get-int", lambda: kerastl.backbones.get_backbone(3), TypeError, r"Received: name=3"
+    ),
+    bad.case(
+        "bb-get-empty",
+        lambda: kerastl.backbones.get_backbone(""),
+        ValueError,
+        r"Received: backbone=''",
+    ),
+    bad.case(
+        "bb-get-unknown",
+        lambda: kerastl.backbones.get_backbone("resnet49"),
+        ValueError,
+        r"Did you mean.*Received: backbone='resnet49'",
+    ),
+    bad.case(
+        "bb-list-int",
+        lambda: kerastl.backbones.list_backbones(3),
+        TypeError,
+        r"Received: pattern=3",
+    ),
+    bad.case(
+        "bb-split-string",
+        lambda: kerastl.backbones.split_blocks("x"),
+        TypeError,
+        r"Received: model='x'",
+    ),
+    bad.case(
+        "bb-split-bad-regex",
+        lambda: kerastl.backbones.split_blocks(bad.tiny_cnn(), block_pattern="["),
+        ValueError,
+        r"Received: block_pattern='\['",
+    ),
+    bad.case(
+        "bb-split-no-group",
+        lambda: kerastl.backbones.split_blocks(bad.tiny_cnn(), block_pattern="conv"),
+        ValueError,
+        r"Received: block_pattern='conv'",
+    ),
+    bad.case(
+        "bb-split-both-patterns",
+        lambda: kerastl.backbones.split_blocks(
+            bad.tiny_cnn(), block_pattern="(conv)", block_end_pattern="bn"
+        ),
+        ValueError,
+        r"Received: block_pattern='\(conv\)', block_end_pattern='bn'",
+    ),
+    bad.case(
+        "bb-resolve-int",
+        lambda: kerastl.backbones.resolve_backbone(3),
+        TypeError,
+        r"Received: backbone=3",
+    ),
+    bad.case(
+        "bb-resolve-weights",
+        lambda: kerastl.backbones.resolve_backbone(bad.REG, weights=2.5),
+        ValueError,
+        r"Received: weights=2.5",
+    ),
+    bad.case(
+        "bb-resolve-dtype",
+        lambda: kerastl.backbones.resolve_backbone(bad.REG, **bad.MOBILENET, dtype=3),
+        ValueError,
+        r"Received: dtype=3",
+    ),
+    bad.case(
+        "bb-register-name",
+        lambda: bad.register(name="Bad Name"),
+        ValueError,
+        r"Received: name='Bad Name'",
+    ),
+    bad.case("bb-register-name-int", lambda: bad.register(name=3), ValueError, r"Received: name=3"),
+    bad.case(
+        "bb-register-constructor",
+        lambda: bad.register(constructor=3),
+        ValueError,
+        r"Received: constructor=3",
+    ),
+    bad.case(
+        "bb-register-size-zero",
+        lambda: bad.register(default_size=0),
+        ValueError,
+        r"Received: default_size=0",
+    ),
+    bad.case(
+        "bb-register-size-bool",
+        lambda: bad.register(default_size=True, min_size=1),
+        ValueError,
+        r"Received: default_size=True",
+    ),
+    bad.case(
+        "bb-register-size-float",
+        lambda: bad.register(min_size=16.5),
+        ValueError,
+        r"Received: min_size=16.5",
+    ),
+    bad.case(
+        "bb-register-min-above-default",
+        lambda: bad.register(min_size=64),
+        ValueError,
+        r"Received: default_size=32, min_size=64",
+    ),
+    bad.case(
+        "bb-register-preprocessing",
+        lambda: bad.register(preprocessing="bgr"),
+        ValueError,
+        r"Received: preprocessing='bgr'",
+    ),
+    bad.case(
+        "bb-register-pattern-regex",
+        lambda: bad.register(block_pattern="["),
+        ValueError,
+        r"Received: block_pattern='\['",
+    ),
+    bad.case(
+        "bb-register-pattern-group",
+        lambda: bad.register(block_pattern="^conv"),
+        ValueError,
+        r"Received: block_pattern='\^conv'",
+    ),
+    bad.case(
+        "bb-register-end-pattern-int",
+        lambda: bad.register(block_end_pattern=3),
+        ValueError,
+        r"Received: block_end_pattern=3",
+    ),
+    bad.case(
+        "bb-register-both-patterns",
+        lambda: bad.register(block_pattern="^(conv)", block_end_pattern="bn"),
+        ValueError,
+        r"Received: block_pattern='\^\(conv\)', block_end_pattern='bn'",
+    ),
+    bad.case(
+        "bb-register-features-string",
+        lambda: bad.register(feature_layers="S8"),
+        TypeError,
+        r"Received: feature_layers='S8'",
+    ),
+    bad.case(
+        "bb-register-features-values",
+        lambda: bad.register(feature_layers={"S8": 3}),
+        TypeError,
+        r"Received: feature_layers=\{'S8': 3\}",
+    ),
+    bad.case(
+        "bb-register-backends-string",
+        lambda: bad.register(backends="jax"),
+        ValueError,
+        r"Received: backends='jax'",
+    ),
+    bad.case(
+        "bb-register-backends-unknown",
+        lambda: bad.register(backends=("cntk",)),
+        ValueError,
+        r"Received: backends=\('cntk',\)",
+    ),
+    bad.case(
+        "bb-register-overwrite-string",
+        lambda: bad.register(overwrite="no"),
+        TypeError,
+        r"Received: overwrite='no'",
+    ),
+    bad.case(
+        "bb-register-duplicate",
+        lambda: bad.register(name=bad.REG, overwrite=False),
+        ValueError,
+        r"Received: name='mobilenet_v2'",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", BAD_INPUT)
+def test_bad_input_is_refused_clearly(call, error, match, bad_input_objects):
+    bad.check_refused(call, error, match)

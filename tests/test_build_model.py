@@ -1,3 +1,4 @@
+import bad_input as bad
 import keras
 import numpy as np
 import pytest
@@ -56,6 +57,7 @@ def test_user_overrides_and_no_preprocessing():
     assert not getattr(build_model(extractor(), heads.binary(), compile=False), "compiled", False)
 
 
+@pytest.mark.keras_floor
 def test_uint8_32x32_batch_gives_probabilities_before_and_after_save(
     photos, mobilenet_weights, tmp_path
 ):
@@ -83,6 +85,7 @@ def test_uint8_32x32_batch_gives_probabilities_before_and_after_save(
     assert loaded.loss.name == "sparse_categorical_crossentropy"  # compile state kept
 
 
+@pytest.mark.keras_floor
 def test_fit_trains_only_the_head_and_learns(photos, mobilenet_weights):
     model = build_model(
         extractor(mobilenet_weights), heads.binary(), optimizer=keras.optimizers.Adam(1e-2)
@@ -139,3 +142,150 @@ def test_bad_arguments(kwargs, match):
 
 
 # Loading on the other backends: tests/test_cross_backend.py (one matrix for every part).
+
+
+# --- bad input: one wrong argument, one clear error (tests/bad_input.py) -----------
+
+BAD_INPUT = [
+    # === kerastl.build_model ===
+    bad.case(
+        "bm-extractor-int",
+        lambda: kerastl.build_model(3, kerastl.heads.binary()),
+        ValueError,
+        r"Received: extractor=3",
+    ),
+    bad.case(
+        "bm-extractor-layer",
+        lambda: kerastl.build_model(keras.layers.Dense(2), kerastl.heads.binary()),
+        ValueError,
+        r"Received: extractor=<Dense",
+    ),
+    bad.case("bm-head-int", lambda: bad.build(head=3), ValueError, r"Received: head=3"),
+    bad.case(
+        "bm-head-dense",
+        lambda: bad.build(head=keras.layers.Dense(2)),
+        ValueError,
+        r"Received: head=<Dense",
+    ),
+    bad.case(
+        "bm-preprocessing-string",
+        lambda: bad.build(preprocessing="yes"),
+        ValueError,
+        r"Received: preprocessing='yes'",
+    ),
+    bad.case(
+        "bm-preprocessing-true",
+        lambda: bad.build(preprocessing=True),
+        ValueError,
+        r"Received: preprocessing=True",
+    ),
+    bad.case(
+        "bm-preprocessing-outside-registry",
+        lambda: bad.build(preprocessing=None),
+        ValueError,
+        r"Received: backbone=",
+    ),
+    bad.case(
+        "bm-shape-rank2",
+        lambda: bad.build(input_shape=(32, 32)),
+        ValueError,
+        r"Received: input_shape=\(32, 32\)",
+    ),
+    bad.case(
+        "bm-shape-2-channels",
+        lambda: bad.build(input_shape=(32, 32, 2)),
+        ValueError,
+        r"Received: input_shape=\(32, 32, 2\)",
+    ),
+    bad.case(
+        "bm-shape-string",
+        lambda: bad.build(input_shape="x"),
+        ValueError,
+        r"Received: input_shape='x'",
+    ),
+    bad.case(
+        "bm-shape-zero",
+        lambda: bad.build(input_shape=(0, 32, 3)),
+        ValueError,
+        r"Received: input_shape=\(0, 32, 3\)",
+    ),
+    bad.case(
+        "bm-shape-strings",
+        lambda: bad.build(input_shape=("a", "b", 3)),
+        ValueError,
+        r"Received: input_shape=\('a', 'b', 3\)",
+    ),
+    bad.case(
+        "bm-shape-mismatch-no-preprocessing",
+        lambda: bad.build(preprocessing=False, input_shape=(32, 32, 3)),
+        ValueError,
+        r"Received: input_shape=\(None, 32, 32, 3\)",
+    ),
+    bad.case(
+        "bm-compile-string", lambda: bad.build(compile="no"), TypeError, r"Received: compile='no'"
+    ),
+    bad.case(
+        "bm-optimizer-int",
+        lambda: bad.build(compile=True, optimizer=3),
+        ValueError,
+        r"Received: optimizer=3",
+    ),
+    bad.case(
+        "bm-optimizer-name",
+        lambda: bad.build(compile=True, optimizer="nope"),
+        ValueError,
+        r"Received: optimizer='nope'",
+    ),
+    bad.case(
+        "bm-loss-int", lambda: bad.build(compile=True, loss=3), ValueError, r"Received: loss=3"
+    ),
+    bad.case(
+        "bm-loss-name",
+        lambda: bad.build(compile=True, loss="nope"),
+        ValueError,
+        r"Received: loss='nope'",
+    ),
+    bad.case(
+        "bm-metrics-string",
+        lambda: bad.build(compile=True, metrics="accuracy"),
+        TypeError,
+        r"Received: metrics='accuracy'",
+    ),
+    bad.case(
+        "bm-metrics-int",
+        lambda: bad.build(compile=True, metrics=[3]),
+        ValueError,
+        r"Received: metrics=\[3\]",
+    ),
+    bad.case("bm-name-int", lambda: bad.build(name=3), TypeError, r"Received: name=3"),
+    # === calling built models and layers ===
+    bad.case(
+        "call-model-rank3",
+        lambda: bad.tiny_model()(bad.images((16, 16, 3))),
+        ValueError,
+        r"incompatible shape \D*16, 16, 3\D",
+    ),
+    bad.case(
+        "call-model-rank5",
+        lambda: bad.tiny_model()(bad.images((1, 2, 16, 16, 3))),
+        ValueError,
+        r"shape=\(1, 2, 16, 16, 3\)",
+    ),
+    bad.case(
+        "call-model-2-channels",
+        lambda: bad.tiny_model()(bad.images((2, 16, 16, 2))),
+        ValueError,
+        r"found shape=\(2, 16, 16, 2\)",
+    ),
+    bad.case(
+        "call-grayscale-model-2-channels",
+        lambda: bad.build(input_shape=(None, None, 1))(bad.images((2, 16, 16, 2))),
+        ValueError,
+        r"Received: input_shape=\(2, 16, 16, 2\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", BAD_INPUT)
+def test_bad_input_is_refused_clearly(call, error, match, bad_input_objects):
+    bad.check_refused(call, error, match)

@@ -1,5 +1,6 @@
 import json
 
+import bad_input as bad
 import keras
 import numpy as np
 import pytest
@@ -86,6 +87,7 @@ def _fit(model, callback, epochs=3, optimizer=None):
     return watcher.changed, history
 
 
+@pytest.mark.keras_floor
 def test_one_more_block_every_epoch():
     model = _model()
     changed, history = _fit(model, GradualUnfreezing(every=1, verbose=0), epochs=4)
@@ -125,6 +127,7 @@ def test_multiplier_zero_keeps_new_blocks_fixed():
     assert len(model.trainable_variables) == 4  # conv_c is trainable, its multiplier is 0
 
 
+@pytest.mark.keras_floor
 def test_resumed_fit_starts_in_the_scheduled_state():
     model = _model()
     callback = GradualUnfreezing(schedule={0: "all", 1: TrainTopBlocks(1)}, verbose=0)
@@ -134,6 +137,7 @@ def test_resumed_fit_starts_in_the_scheduled_state():
     assert callback.unfrozen == {2: ["conv_c"]}
 
 
+@pytest.mark.keras_floor
 def test_config_round_trip_through_json():
     callback = GradualUnfreezing(
         schedule={0: "all", 3: TrainTopBlocks(2) | TrainPattern("^conv_a$")},
@@ -175,3 +179,145 @@ def test_config_round_trip_through_json():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GradualUnfreezing(**kwargs)
+
+
+# --- bad input: one wrong argument, one clear error (tests/bad_input.py) -----------
+
+BAD_INPUT = [
+    # === kerastl.callbacks.GradualUnfreezing ===
+    bad.case(
+        "gu-schedule-empty",
+        lambda: kerastl.callbacks.GradualUnfreezing(schedule={}),
+        ValueError,
+        r"Received: schedule=\{\}",
+    ),
+    bad.case(
+        "gu-schedule-list",
+        lambda: kerastl.callbacks.GradualUnfreezing(schedule=[(0, "all")]),
+        ValueError,
+        r"Received: schedule=\[\(0, 'all'\)\]",
+    ),
+    bad.case(
+        "gu-schedule-negative",
+        lambda: kerastl.callbacks.GradualUnfreezing(schedule={-1: "all"}),
+        ValueError,
+        r"Received: schedule=\{-1: 'all'\}",
+    ),
+    bad.case(
+        "gu-schedule-string-epoch",
+        lambda: kerastl.callbacks.GradualUnfreezing(schedule={"1": "all"}),
+        ValueError,
+        r"Received: schedule=\{'1': 'all'\}",
+    ),
+    bad.case(
+        "gu-schedule-float-epoch",
+        lambda: kerastl.callbacks.GradualUnfreezing(schedule={1.5: "all"}),
+        ValueError,
+        r"Received: schedule=\{1.5: 'all'\}",
+    ),
+    bad.case(
+        "gu-schedule-bool-epoch",
+        lambda: kerastl.callbacks.GradualUnfreezing(schedule={True: "all"}),
+        ValueError,
+        r"Received: schedule=\{True: 'all'\}",
+    ),
+    bad.case(
+        "gu-schedule-unordered",
+        lambda: kerastl.callbacks.GradualUnfreezing(schedule={2: "none", 0: "all"}),
+        ValueError,
+        r"increasing.*Received: schedule=\{2: 'none', 0: 'all'\}",
+    ),
+    bad.case(
+        "gu-schedule-bad-policy",
+        lambda: kerastl.callbacks.GradualUnfreezing(schedule={0: "most"}),
+        ValueError,
+        r"Received: schedule=\{0: 'most'\}",
+    ),
+    bad.case(
+        "gu-every-zero",
+        lambda: kerastl.callbacks.GradualUnfreezing(every=0),
+        ValueError,
+        r"Received: every=0",
+    ),
+    bad.case(
+        "gu-every-float",
+        lambda: kerastl.callbacks.GradualUnfreezing(every=1.5),
+        ValueError,
+        r"Received: every=1.5",
+    ),
+    bad.case(
+        "gu-every-bool",
+        lambda: kerastl.callbacks.GradualUnfreezing(every=True),
+        ValueError,
+        r"Received: every=True",
+    ),
+    bad.case(
+        "gu-both",
+        lambda: kerastl.callbacks.GradualUnfreezing(schedule={0: "all"}, every=1),
+        ValueError,
+        r"Received: schedule=\{0: 'all'\}, every=1",
+    ),
+    bad.case(
+        "gu-neither",
+        lambda: kerastl.callbacks.GradualUnfreezing(),
+        ValueError,
+        r"Received: schedule=None, every=None",
+    ),
+    bad.case(
+        "gu-lr-negative",
+        lambda: kerastl.callbacks.GradualUnfreezing(every=1, lr_multiplier=-1),
+        ValueError,
+        r"Received: lr_multiplier=-1",
+    ),
+    bad.case(
+        "gu-lr-string",
+        lambda: kerastl.callbacks.GradualUnfreezing(every=1, lr_multiplier="x"),
+        ValueError,
+        r"Received: lr_multiplier='x'",
+    ),
+    bad.case(
+        "gu-lr-nan",
+        lambda: kerastl.callbacks.GradualUnfreezing(every=1, lr_multiplier=bad.NAN),
+        ValueError,
+        r"Received: lr_multiplier=nan",
+    ),
+    bad.case(
+        "gu-lr-inf",
+        lambda: kerastl.callbacks.GradualUnfreezing(every=1, lr_multiplier=bad.INF),
+        ValueError,
+        r"Received: lr_multiplier=inf",
+    ),
+    bad.case(
+        "gu-lr-bool",
+        lambda: kerastl.callbacks.GradualUnfreezing(every=1, lr_multiplier=True),
+        ValueError,
+        r"Received: lr_multiplier=True",
+    ),
+    bad.case(
+        "gu-verbose-string",
+        lambda: kerastl.callbacks.GradualUnfreezing(every=1, verbose="no"),
+        TypeError,
+        r"Received: verbose='no'",
+    ),
+    bad.case(
+        "gu-verbose-negative",
+        lambda: kerastl.callbacks.GradualUnfreezing(every=1, verbose=-1),
+        ValueError,
+        r"Received: verbose=-1",
+    ),
+    bad.case(
+        "gu-scheduled-policy-too-many-blocks",
+        lambda: bad.callback_fit(
+            kerastl.callbacks.GradualUnfreezing(
+                schedule={0: kerastl.freeze.TrainTopBlocks(7)}, verbose=0
+            )
+        ),
+        ValueError,
+        r"Received: n=7",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", BAD_INPUT)
+def test_bad_input_is_refused_clearly(call, error, match, bad_input_objects):
+    bad.check_refused(call, error, match)

@@ -19,6 +19,9 @@ from sklearn.datasets import load_digits
 from kerastl import cli
 from kerastl.cli.demo import small_cnn
 
+# The command's plumbing, the same on any backend (export per backend: test_export).
+pytestmark = pytest.mark.one_backend
+
 SCRIPT = pathlib.Path(sys.executable).parent / "kerastl"
 CLASSES = ["seven", "three"]  # sorted, as class folders are read
 

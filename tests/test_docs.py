@@ -11,6 +11,9 @@ import re
 import pytest
 from support import run_example_code
 
+# The same code on any backend: one session runs it (conftest).
+pytestmark = pytest.mark.one_backend
+
 ROOT = pathlib.Path(__file__).parent.parent
 MULTI_DEVICE = {"distributed.md"}
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

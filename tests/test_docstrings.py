@@ -17,6 +17,9 @@ from support import run_example_code
 
 import kerastl
 
+# The same code on any backend: one session runs it (conftest).
+pytestmark = pytest.mark.one_backend
+
 BLOCK = re.compile(r"^\s*```python\n(.*?)^\s*```", re.S | re.M)
 
 

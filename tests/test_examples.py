@@ -8,6 +8,9 @@ import sys
 import keras
 import pytest
 
+# The scripts' code is the same on any backend: one session runs it (conftest).
+pytestmark = pytest.mark.one_backend
+
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "examples")
 sys.path.insert(0, EXAMPLES)  # the scripts import their shared offline.py, as `python x.py` does
 

@@ -105,6 +105,33 @@ def test_onnx_without_its_dependencies_says_what_to_install(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_loaded_kerastl_model_of_any_input_size_exports(tmp_path):
+    """A saved kerastl classifier (pipeline resizing any size, never called since loaded,
+    MaxPool in its backbone: the CLI's case) exports in this backend's format; on JAX the
+    ONNX file may be refused in one clear error instead (jax2onnx 0.17's MaxPool)."""
+    import kerastl
+    from kerastl.cli.demo import small_cnn
+
+    keras.utils.set_random_seed(0)
+    cnn = small_cnn((32, 32, 3), 10, "digits")
+    backbone = keras.Model(cnn.input, cnn.get_layer("stage2_relu").output, name="digits_cnn")
+    fx = kerastl.FeatureExtractor(backbone, pooling="avg", arch=None)
+    prep = kerastl.preprocessing.pipeline(fx, mode="none")
+    model = kerastl.build_model(fx, kerastl.heads.multiclass(2), prep)
+    assert model.input_shape == (None, None, None, 3)
+    kerastl.save_model(model, tmp_path / "model.keras")
+    loaded = kerastl.load_model(tmp_path / "model.keras")
+    fmt = "tf_saved_model" if BACKEND == "tensorflow" else "onnx"
+    target = tmp_path / ("exported" if fmt == "tf_saved_model" else "model.onnx")
+    try:
+        assert export(loaded, target, format=fmt) == str(target)
+    except RuntimeError as e:
+        assert BACKEND == "jax" and "Export from another backend" in str(e), e
+        assert not target.exists()
+        return
+    assert target.exists()
+
+
 @pytest.mark.skipif(BACKEND != "torch", reason="format='torch' is a torch-backend export")
 def test_torch_export_reloads_with_torch_export(images, tmp_path):
     import torch

@@ -1,7 +1,9 @@
 import json
+import pathlib
 import time
 import urllib.error
 
+import bad_input as bad
 import keras
 import numpy as np
 import pytest
@@ -103,6 +105,7 @@ def _classifier(weights):
     return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(features))
 
 
+@pytest.mark.keras_floor
 def test_keras_save_and_load_give_equal_outputs(mobilenet_weights, photos, tmp_path):
     model = _classifier(mobilenet_weights)
     path = str(tmp_path / "model.keras")
@@ -120,6 +123,7 @@ def test_keras_save_and_load_give_equal_outputs(mobilenet_weights, photos, tmp_p
 # Loading on the other backends: tests/test_cross_backend.py (one matrix for every part).
 
 
+@pytest.mark.keras_floor
 def test_frozen_batchnorm_statistics_do_not_move_and_frozen_weights_get_no_slots(
     mobilenet_weights, photos
 ):
@@ -198,6 +202,7 @@ def test_gradient_is_cut_at_a_frozen_extractor(mobilenet_weights, photos):
     assert _gradient_norm(open_layer, images) > 0.0
 
 
+@pytest.mark.keras_floor
 def test_backbone_from_model_and_from_model_file_with_submodel(mobilenet_weights, photos, tmp_path):
     base = kerastl.backbones.get_backbone("mobilenet_v2").build(
         (96, 96, 3), weights=mobilenet_weights, alpha=0.35
@@ -398,3 +403,358 @@ def test_keras_hub_backbone_with_pyramid_outputs(photos, tmp_path):
     np.testing.assert_allclose(
         loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5
     )
+
+
+# --- bad input: one wrong argument, one clear error (tests/bad_input.py) -----------
+
+BAD_INPUT = [
+    # === FeatureExtractor: backbone ===
+    bad.case("fe-backbone-int", lambda: bad.FE(3), TypeError, r"Received: backbone=3"),
+    bad.case("fe-backbone-none", lambda: bad.FE(None), TypeError, r"Received: backbone=None"),
+    bad.case(
+        "fe-backbone-list", lambda: bad.FE([bad.REG]), TypeError, r"Received: backbone=\['mob"
+    ),
+    bad.case(
+        "fe-backbone-unknown",
+        lambda: bad.FE("mobilenet_v9"),
+        ValueError,
+        r"Received: backbone='mobilenet_v9'",
+    ),
+    bad.case("fe-backbone-empty", lambda: bad.FE(""), ValueError, r"Received: backbone=''"),
+    bad.case(
+        "fe-backbone-missing-file",
+        lambda: bad.FE(bad.tmp("missing/model.keras")),
+        FileNotFoundError,
+        r"Received: backbone='.*missing/model.keras'",
+    ),
+    bad.case(
+        "fe-backbone-missing-path-no-suffix",
+        lambda: bad.FE(bad.tmp("missing/model")),
+        FileNotFoundError,
+        r"Received: backbone='.*missing/model'",
+    ),
+    bad.case(
+        "fe-backbone-missing-pathlike",
+        lambda: bad.FE(pathlib.Path(bad.tmp("nothing.h5"))),
+        FileNotFoundError,
+        r"Received: backbone='.*nothing.h5'",
+    ),
+    bad.case(
+        "fe-backbone-directory",
+        lambda: bad.FE(bad.a_directory()),
+        IsADirectoryError,
+        r"Received: backbone=",
+    ),
+    bad.case(
+        "fe-backbone-directory-no-suffix",
+        lambda: bad.FE(bad.tmp()),
+        IsADirectoryError,
+        r"Received: backbone=",
+    ),
+    bad.case(
+        "fe-backbone-not-a-model-file",
+        lambda: bad.FE(bad.a_text_file()),
+        ValueError,
+        r"Received: backbone='.*notes.keras'",
+    ),
+    bad.case(
+        "fe-backbone-two-inputs",
+        lambda: bad.FE(bad.two_input_model()),
+        ValueError,
+        r"one image input.*Received: backbone=",
+    ),
+    bad.case(
+        "fe-backbone-vector-model",
+        lambda: bad.FE(bad.dense_model()),
+        ValueError,
+        r"Received: backbone='dense_model'",
+    ),
+    # === FeatureExtractor: weights ===
+    bad.case("fe-weights-int", lambda: bad.fe(weights=3), ValueError, r"Received: weights=3"),
+    bad.case(
+        "fe-weights-bool", lambda: bad.fe(weights=True), ValueError, r"Received: weights=True"
+    ),
+    bad.case(
+        "fe-weights-typo",
+        lambda: bad.fe(weights="imagent"),
+        ValueError,
+        r"Received: weights='imagent'",
+    ),
+    bad.case(
+        "fe-weights-missing-file",
+        lambda: bad.fe(weights=bad.tmp("missing.weights.h5")),
+        FileNotFoundError,
+        r"Received: weights='.*missing.weights.h5'",
+    ),
+    bad.case(
+        "fe-weights-directory",
+        lambda: bad.fe(weights=bad.tmp()),
+        IsADirectoryError,
+        r"Received: weights=",
+    ),
+    bad.case(
+        "fe-weights-not-weights",
+        lambda: bad.fe(weights=bad.a_text_file("w.weights.h5")),
+        ValueError,
+        r"Received: weights='.*w.weights.h5'",
+    ),
+    # === FeatureExtractor: input_shape ===
+    bad.case(
+        "fe-shape-zero",
+        lambda: bad.fe(input_shape=(0, 96, 3)),
+        ValueError,
+        r"Received: input_shape=\(0, 96, 3\)",
+    ),
+    bad.case(
+        "fe-shape-rank2",
+        lambda: bad.fe(input_shape=(96, 96)),
+        ValueError,
+        r"Received: input_shape=\(96, 96\)",
+    ),
+    bad.case(
+        "fe-shape-string",
+        lambda: bad.fe(input_shape="96"),
+        ValueError,
+        r"Received: input_shape='96'",
+    ),
+    bad.case(
+        "fe-shape-int", lambda: bad.fe(input_shape=96), ValueError, r"Received: input_shape=96"
+    ),
+    bad.case(
+        "fe-shape-float",
+        lambda: bad.fe(input_shape=(96.5, 96, 3)),
+        ValueError,
+        r"Received: input_shape=\(96.5",
+    ),
+    bad.case(
+        "fe-shape-negative",
+        lambda: bad.fe(input_shape=(-1, 96, 3)),
+        ValueError,
+        r"Received: input_shape=\(-1",
+    ),
+    bad.case(
+        "fe-shape-bool",
+        lambda: bad.fe(input_shape=(96, 96, True)),
+        ValueError,
+        r"Received: input_shape=\(96, 96, True\)",
+    ),
+    bad.case(
+        "fe-shape-nan",
+        lambda: bad.fe(input_shape=(bad.NAN, 96, 3)),
+        ValueError,
+        r"Received: input_shape=\(nan",
+    ),
+    bad.case(
+        "fe-shape-2-channels",
+        lambda: bad.fe(input_shape=(96, 96, 2)),
+        ValueError,
+        r"Received: input_shape=\(96, 96, 2\)",
+    ),
+    bad.case(
+        "fe-shape-too-small",
+        lambda: bad.fe(input_shape=(16, 16, 3)),
+        ValueError,
+        r"at least 32x32.*Received: input_shape=\(16, 16, 3\)",
+    ),
+    bad.case(
+        "fe-shape-mismatch-model",
+        lambda: bad.FE(bad.tiny_cnn(), input_shape=(32, 32, 3)),
+        ValueError,
+        r"Received: input_shape=\(32, 32, 3\)",
+    ),
+    # === FeatureExtractor: pooling, cut, outputs ===
+    bad.case(
+        "fe-pooling-mean", lambda: bad.fe(pooling="mean"), ValueError, r"Received: pooling='mean'"
+    ),
+    bad.case("fe-pooling-int", lambda: bad.fe(pooling=1), ValueError, r"Received: pooling=1"),
+    bad.case(
+        "fe-pooling-bool", lambda: bad.fe(pooling=True), ValueError, r"Received: pooling=True"
+    ),
+    bad.case("fe-cut-int", lambda: bad.fe(cut=3), TypeError, r"Received: cut=3"),
+    bad.case("fe-cut-list", lambda: bad.fe(cut=["x"]), TypeError, r"Received: cut=\['x'\]"),
+    bad.case("fe-cut-empty", lambda: bad.fe(cut=""), ValueError, r"Received: cut=''"),
+    bad.case(
+        "fe-cut-unknown",
+        lambda: bad.tiny_extractor(cut="conv_z"),
+        ValueError,
+        r"Received: cut='conv_z'",
+    ),
+    bad.case(
+        "fe-cut-and-outputs",
+        lambda: bad.fe(cut="S8", outputs=["S16"]),
+        ValueError,
+        r"Received: cut='S8', outputs=\['S16'\]",
+    ),
+    bad.case(
+        "fe-outputs-string", lambda: bad.fe(outputs="S8"), TypeError, r"Received: outputs='S8'"
+    ),
+    bad.case("fe-outputs-empty", lambda: bad.fe(outputs=[]), TypeError, r"Received: outputs=\[\]"),
+    bad.case("fe-outputs-int", lambda: bad.fe(outputs=[1]), TypeError, r"Received: outputs=\[1\]"),
+    bad.case(
+        "fe-outputs-duplicate",
+        lambda: bad.fe(outputs=["S8", "S8"]),
+        TypeError,
+        r"Received: outputs=\['S8', 'S8'\]",
+    ),
+    bad.case(
+        "fe-outputs-empty-name",
+        lambda: bad.fe(outputs=["S8", ""]),
+        TypeError,
+        r"Received: outputs=\['S8', ''\]",
+    ),
+    bad.case(
+        "fe-outputs-unknown",
+        lambda: bad.tiny_extractor(outputs=["conv_a", "S99"]),
+        ValueError,
+        r"Received: outputs='S99'",
+    ),
+    bad.case(
+        "fe-outputs-dict",
+        lambda: bad.fe(outputs={"S8": 1}),
+        TypeError,
+        r"Received: outputs=\{'S8': 1\}",
+    ),
+    # === FeatureExtractor: freeze, bn, submodel, backbone_kwargs ===
+    bad.case(
+        "fe-freeze-some", lambda: bad.fe(freeze="some"), ValueError, r"Received: freeze='some'"
+    ),
+    bad.case("fe-freeze-int", lambda: bad.fe(freeze=3), ValueError, r"Received: freeze=3"),
+    bad.case("fe-freeze-none", lambda: bad.fe(freeze=None), ValueError, r"Received: freeze=None"),
+    bad.case("fe-freeze-bool", lambda: bad.fe(freeze=True), ValueError, r"Received: freeze=True"),
+    bad.case(
+        "fe-freeze-bad-config",
+        lambda: bad.fe(freeze={"class_name": "Nope"}),
+        ValueError,
+        r"Received: freeze=\{'class_name': 'Nope'\}",
+    ),
+    bad.case(
+        "fe-freeze-too-many-blocks",
+        lambda: bad.tiny_extractor(freeze=kerastl.freeze.TrainTopBlocks(9)),
+        ValueError,
+        r"2 blocks.*Received: n=9",
+    ),
+    bad.case("fe-bn-moving", lambda: bad.fe(bn="moving"), ValueError, r"Received: bn='moving'"),
+    bad.case("fe-bn-bool", lambda: bad.fe(bn=True), ValueError, r"Received: bn=True"),
+    bad.case(
+        "fe-submodel-int",
+        lambda: bad.tiny_extractor(submodel=3),
+        TypeError,
+        r"Received: submodel=3",
+    ),
+    bad.case(
+        "fe-submodel-unknown",
+        lambda: bad.tiny_extractor(submodel="nope"),
+        ValueError,
+        r"Received: submodel='nope'",
+    ),
+    bad.case("fe-arch-int", lambda: bad.tiny_extractor(arch=3), TypeError, r"Received: arch=3"),
+    bad.case(
+        "fe-arch-unknown",
+        lambda: bad.tiny_extractor(arch="nope"),
+        ValueError,
+        r"Received: arch='nope'",
+    ),
+    bad.case(
+        "fe-arch-not-it",
+        lambda: bad.tiny_extractor(arch="mobilenet_v2"),
+        ValueError,
+        r"not the registry's 'mobilenet_v2'.*Received: arch='mobilenet_v2'",
+    ),
+    bad.case(
+        "fe-arch-registry",
+        lambda: bad.fe(arch="resnet50"),
+        ValueError,
+        r"Received: arch='resnet50'",
+    ),
+    bad.case(
+        "fe-safe-mode-str", lambda: bad.fe(safe_mode="no"), TypeError, r"Received: safe_mode='no'"
+    ),
+    bad.case(
+        "fe-safe-mode-none", lambda: bad.fe(safe_mode=None), TypeError, r"Received: safe_mode=None"
+    ),
+    bad.case(
+        "fe-submodel-registry",
+        lambda: bad.fe(submodel="mobilenet"),
+        ValueError,
+        r"Received: submodel='mobilenet'",
+    ),
+    bad.case(
+        "fe-kwargs-string",
+        lambda: bad.fe(backbone_kwargs="alpha"),
+        TypeError,
+        r"Received: backbone_kwargs='alpha'",
+    ),
+    bad.case(
+        "fe-kwargs-bad-value",
+        lambda: bad.fe(backbone_kwargs={"alpha": "big"}),
+        ValueError,
+        r"Received: backbone_kwargs=\{'alpha': 'big'\}",
+    ),
+    bad.case(
+        "fe-kwargs-unknown",
+        lambda: bad.fe(backbone_kwargs={"nope": 1}),
+        ValueError,
+        r"Received: backbone_kwargs=\{'nope': 1\}",
+    ),
+    bad.case(
+        "fe-kwargs-with-model",
+        lambda: bad.tiny_extractor(backbone_kwargs={"alpha": 1}),
+        ValueError,
+        r"Received: backbone_kwargs=",
+    ),
+    # === FeatureExtractor.set_freeze ===
+    bad.case(
+        "fe-set-freeze-some",
+        lambda: bad.mobilenet().set_freeze("some"),
+        ValueError,
+        r"Received: freeze='some'",
+    ),
+    bad.case(
+        "fe-set-freeze-int",
+        lambda: bad.mobilenet().set_freeze(3),
+        ValueError,
+        r"Received: freeze=3",
+    ),
+    bad.case(
+        "fe-set-freeze-bn",
+        lambda: bad.mobilenet().set_freeze(bn="moving"),
+        ValueError,
+        r"Received: bn='moving'",
+    ),
+    bad.case(
+        "fe-set-freeze-too-many-blocks",
+        lambda: bad.mobilenet().set_freeze(kerastl.freeze.TrainTopBlocks(40)),
+        ValueError,
+        r"has 18 blocks.*Received: n=40",
+    ),
+    bad.case(
+        "fe-set-freeze-no-match",
+        lambda: bad.mobilenet().set_freeze(kerastl.freeze.TrainPattern("^nothing_here$")),
+        ValueError,
+        r"Received: pattern='\^nothing_here\$'",
+    ),
+    # === calling built models and layers ===
+    bad.case(
+        "call-extractor-rank3",
+        lambda: bad.mobilenet()(bad.images((96, 96, 3))),
+        ValueError,
+        r"Received: input_shape=\(96, 96, 3\)",
+    ),
+    bad.case(
+        "call-extractor-channels",
+        lambda: bad.mobilenet()(bad.images((1, 96, 96, 1))),
+        ValueError,
+        r"Received: input_shape=\(1, 96, 96, 1\)",
+    ),
+    bad.case(
+        "call-extractor-size",
+        lambda: bad.mobilenet()(bad.images((1, 64, 64, 3))),
+        ValueError,
+        r"Received: input_shape=\(1, 64, 64, 3\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", BAD_INPUT)
+def test_bad_input_is_refused_clearly(call, error, match, bad_input_objects):
+    bad.check_refused(call, error, match)

@@ -52,6 +52,7 @@ def _changed(before, after):
     return {path for path in before if not np.array_equal(before[path], after[path])}
 
 
+@pytest.mark.keras_floor
 @pytest.mark.parametrize("bn", ["frozen", "train"])
 def test_phase_one_trains_the_head_phase_two_the_base(photos, bn):
     model = _model(photos, bn=bn)

@@ -1,6 +1,7 @@
 import re
 import warnings
 
+import bad_input as bad
 import keras
 import numpy as np
 import pytest
@@ -214,6 +215,7 @@ def test_policies_round_trip_through_json(policy):
     assert clone == policy and clone is not policy
 
 
+@pytest.mark.keras_floor
 def test_freeze_and_batchnorm_state_survive_keras_save_and_load(tmp_path):
     policy = TrainTopBlocks(2) & FreezePattern("depthwise")
     inputs = keras.Input((96, 96, 3))
@@ -271,6 +273,7 @@ def test_fit_changes_exactly_the_layers_the_policy_trains(mobilenet_weights, pho
 # --- BatchNorm modes ------------------------------------------------------------------
 
 
+@pytest.mark.keras_floor
 @pytest.mark.parametrize(
     "bn, expected",
     [
@@ -335,6 +338,7 @@ def _tiny_data(n=16):
     return rng.normal(size=(n, 16, 16, 3)).astype("float32"), _labels(n)
 
 
+@pytest.mark.keras_floor
 def test_apply_recompiles_with_the_same_optimizer_loss_and_metrics():
     model = _tiny_classifier()
     model.compile(
@@ -442,3 +446,250 @@ def test_set_trainable_takes_a_shortcut_and_names_a_wrong_policy():
     assert kerastl.freeze.set_trainable(model, "none", [("b", ["d"])]) == {"d"}
     with pytest.raises(TypeError, match=r"Received: policy=3"):
         kerastl.freeze.set_trainable(model, 3, [("b", ["d"])])
+
+
+# --- bad input: one wrong argument, one clear error (tests/bad_input.py) -----------
+
+BAD_INPUT = [
+    # === kerastl.freeze policies ===
+    bad.case(
+        "fz-upto-int", lambda: kerastl.freeze.FreezeUpTo(3), ValueError, r"Received: layer_name=3"
+    ),
+    bad.case(
+        "fz-upto-empty",
+        lambda: kerastl.freeze.FreezeUpTo(""),
+        ValueError,
+        r"Received: layer_name=''",
+    ),
+    bad.case(
+        "fz-upto-unknown",
+        lambda: bad.apply(kerastl.freeze.FreezeUpTo("conv_z")),
+        ValueError,
+        r"Received: layer_name='conv_z'",
+    ),
+    bad.case(
+        "fz-top-negative", lambda: kerastl.freeze.TrainTopBlocks(-1), ValueError, r"Received: n=-1"
+    ),
+    bad.case(
+        "fz-top-float", lambda: kerastl.freeze.TrainTopBlocks(2.5), ValueError, r"Received: n=2.5"
+    ),
+    bad.case(
+        "fz-top-bool", lambda: kerastl.freeze.TrainTopBlocks(True), ValueError, r"Received: n=True"
+    ),
+    bad.case(
+        "fz-top-string", lambda: kerastl.freeze.TrainTopBlocks("3"), ValueError, r"Received: n='3'"
+    ),
+    bad.case(
+        "fz-top-nan", lambda: kerastl.freeze.TrainTopBlocks(bad.NAN), ValueError, r"Received: n=nan"
+    ),
+    bad.case(
+        "fz-top-too-many",
+        lambda: bad.apply(kerastl.freeze.TrainTopBlocks(4)),
+        ValueError,
+        r"2 blocks.*Received: n=4",
+    ),
+    bad.case(
+        "fz-top-too-many-composed",
+        lambda: bad.apply(kerastl.freeze.TrainTopBlocks(99) | kerastl.freeze.TrainPattern("conv")),
+        ValueError,
+        r"Received: n=99",
+    ),
+    bad.case(
+        "fz-fraction-above-1",
+        lambda: kerastl.freeze.TrainFraction(1.5),
+        ValueError,
+        r"Received: f=1.5",
+    ),
+    bad.case(
+        "fz-fraction-negative",
+        lambda: kerastl.freeze.TrainFraction(-0.1),
+        ValueError,
+        r"Received: f=-0.1",
+    ),
+    bad.case(
+        "fz-fraction-nan",
+        lambda: kerastl.freeze.TrainFraction(bad.NAN),
+        ValueError,
+        r"Received: f=nan",
+    ),
+    bad.case(
+        "fz-fraction-bool",
+        lambda: kerastl.freeze.TrainFraction(True),
+        ValueError,
+        r"Received: f=True",
+    ),
+    bad.case(
+        "fz-fraction-string",
+        lambda: kerastl.freeze.TrainFraction("0.5"),
+        ValueError,
+        r"Received: f='0.5'",
+    ),
+    bad.case(
+        "fz-pattern-bad-regex",
+        lambda: kerastl.freeze.FreezePattern("["),
+        ValueError,
+        r"Received: pattern='\['",
+    ),
+    bad.case(
+        "fz-pattern-int",
+        lambda: kerastl.freeze.FreezePattern(3),
+        ValueError,
+        r"Received: pattern=3",
+    ),
+    bad.case(
+        "fz-train-pattern-bad-regex",
+        lambda: kerastl.freeze.TrainPattern("("),
+        ValueError,
+        r"Received: pattern='\('",
+    ),
+    bad.case(
+        "fz-pattern-no-match",
+        lambda: bad.apply(kerastl.freeze.FreezePattern("^zzz")),
+        ValueError,
+        r"Received: pattern='\^zzz'",
+    ),
+    bad.case(
+        "fz-anyof-empty", lambda: kerastl.freeze.AnyOf([]), ValueError, r"Received: policies=\[\]"
+    ),
+    bad.case(
+        "fz-anyof-string", lambda: kerastl.freeze.AnyOf("x"), ValueError, r"Received: policies='x'"
+    ),
+    bad.case("fz-allof-int", lambda: kerastl.freeze.AllOf(3), ValueError, r"Received: policies=3"),
+    bad.case(
+        "fz-allof-policy",
+        lambda: kerastl.freeze.AllOf(kerastl.freeze.FreezeAll()),
+        ValueError,
+        r"Received: policies=FreezeAll\(\)",
+    ),
+    bad.case(
+        "fz-anyof-bad-member",
+        lambda: kerastl.freeze.AnyOf(["all", "some"]),
+        ValueError,
+        r"Received: freeze='some'",
+    ),
+    bad.case(
+        "fz-or-int", lambda: kerastl.freeze.FreezeAll() | 3, ValueError, r"Received: freeze=3"
+    ),
+    bad.case(
+        "fz-and-string",
+        lambda: kerastl.freeze.FreezeAll() & "most",
+        ValueError,
+        r"Received: freeze='most'",
+    ),
+    bad.case("fz-get-int", lambda: kerastl.freeze.get_policy(3), ValueError, r"Received: freeze=3"),
+    bad.case(
+        "fz-get-string",
+        lambda: kerastl.freeze.get_policy("frozen"),
+        ValueError,
+        r"Received: freeze='frozen'",
+    ),
+    bad.case(
+        "fz-get-none", lambda: kerastl.freeze.get_policy(None), ValueError, r"Received: freeze=None"
+    ),
+    bad.case(
+        "fz-get-unknown-config",
+        lambda: kerastl.freeze.get_policy({"class_name": "Nope", "config": {}}),
+        ValueError,
+        r"Received: freeze=\{'class_name': 'Nope'",
+    ),
+    bad.case(
+        "fz-get-empty-config",
+        lambda: kerastl.freeze.get_policy({}),
+        ValueError,
+        r"Received: freeze=\{\}",
+    ),
+    bad.case(
+        "fz-get-not-a-policy-config",
+        lambda: kerastl.freeze.get_policy(keras.saving.serialize_keras_object(keras.layers.ReLU())),
+        ValueError,
+        r"Received: freeze=\{",
+    ),
+    # === kerastl.set_freeze and kerastl.explain ===
+    bad.case(
+        "sf-on-int", lambda: kerastl.set_freeze(3, "all"), TypeError, r"Received: model_or_layer=3"
+    ),
+    bad.case(
+        "sf-on-string",
+        lambda: kerastl.set_freeze("model", "all"),
+        TypeError,
+        r"Received: model_or_layer='model'",
+    ),
+    bad.case(
+        "sf-on-array",
+        lambda: kerastl.set_freeze(np.zeros(3), "all"),
+        TypeError,
+        r"Received: model_or_layer=array",
+    ),
+    bad.case(
+        "sf-on-plain-layer",
+        lambda: kerastl.set_freeze(keras.layers.Dense(2), "all"),
+        TypeError,
+        r"Received: model_or_layer=<Dense",
+    ),
+    bad.case(
+        "sf-policy",
+        lambda: kerastl.set_freeze(bad.tiny_model(), "some"),
+        ValueError,
+        r"Received: freeze='some'",
+    ),
+    bad.case(
+        "sf-bn",
+        lambda: kerastl.set_freeze(bad.tiny_model(), "all", bn="moving"),
+        ValueError,
+        r"Received: bn='moving'",
+    ),
+    bad.case(
+        "sf-bn-bool",
+        lambda: kerastl.set_freeze(bad.tiny_model(), "all", bn=False),
+        ValueError,
+        r"Received: bn=False",
+    ),
+    bad.case(
+        "sf-bn-affine-plain",
+        lambda: kerastl.set_freeze(bad.tiny_cnn(), "all", bn="affine"),
+        ValueError,
+        r"Received: bn='affine'",
+    ),
+    bad.case(
+        "sf-recompile",
+        lambda: kerastl.set_freeze(bad.tiny_model(), "all", recompile="yes"),
+        TypeError,
+        r"Received: recompile='yes'",
+    ),
+    bad.case(
+        "sf-too-many-blocks",
+        lambda: kerastl.set_freeze(bad.tiny_model(), kerastl.freeze.TrainTopBlocks(5)),
+        ValueError,
+        r"2 blocks.*Received: n=5",
+    ),
+    bad.case("ex-on-int", lambda: kerastl.explain(3), TypeError, r"Received: model_or_layer=3"),
+    bad.case(
+        "ex-on-string",
+        lambda: kerastl.explain("model"),
+        TypeError,
+        r"Received: model_or_layer='model'",
+    ),
+    bad.case(
+        "ex-on-array",
+        lambda: kerastl.explain(np.zeros(3)),
+        TypeError,
+        r"Received: model_or_layer=array",
+    ),
+    bad.case(
+        "ex-print-fn",
+        lambda: kerastl.explain(bad.dense_model(), print_fn=3),
+        TypeError,
+        r"Received: print_fn=3",
+    ),
+    bad.case(
+        "ex-optimizer",
+        lambda: kerastl.explain(bad.dense_model(), optimizer="adam"),
+        TypeError,
+        r"Received: optimizer='adam'",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", BAD_INPUT)
+def test_bad_input_is_refused_clearly(call, error, match, bad_input_objects):
+    bad.check_refused(call, error, match)

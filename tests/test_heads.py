@@ -1,8 +1,10 @@
 import json
 
+import bad_input as bad
 import keras
 import numpy as np
 import pytest
+from support import shapes_only
 
 import kerastl
 from kerastl import heads
@@ -29,29 +31,31 @@ def test_seed_001_head_mobilenet_v2_160():
 
 
 def test_seed_002_head_xception():
-    # Parameter counts do not depend on the input size: build at Xception's minimum.
-    extractor = kerastl.FeatureExtractor(
-        "xception", weights=None, input_shape=(71, 71, 3), pooling="avg"
-    )
-    model = build_model(extractor, heads.multiclass(100, hidden=(1024,)), compile=False)
-    head = model.get_layer("head")
-    assert _dense_layers(head) == [(1024, "relu"), (100, "linear")]
-    assert head.output_activation == "softmax"
-    assert _trainable(model) == 2_200_676
-    assert head.count_params() == 2_200_676
+    with shapes_only():  # counts and shapes: no initialiser runs (JAX compiles each)
+        # Parameter counts do not depend on the input size: build at Xception's minimum.
+        extractor = kerastl.FeatureExtractor(
+            "xception", weights=None, input_shape=(71, 71, 3), pooling="avg"
+        )
+        model = build_model(extractor, heads.multiclass(100, hidden=(1024,)), compile=False)
+        head = model.get_layer("head")
+        assert _dense_layers(head) == [(1024, "relu"), (100, "linear")]
+        assert head.output_activation == "softmax"
+        assert _trainable(model) == 2_200_676
+        assert head.count_params() == 2_200_676
 
 
 def test_seed_003_head_densenet201_32():
-    extractor = kerastl.FeatureExtractor("densenet201", weights=None, input_shape=(32, 32, 3))
-    head = heads.multiclass(10, hidden=(256,), batchnorm=True, pooling="flatten")
-    model = build_model(extractor, head, compile=False)
-    assert extractor.compute_output_shape((None, 32, 32, 3)) == (None, 1, 1, 1920)
-    bns = [(bn.gamma.shape[0]) for bn in head.norm_layers]
-    assert bns == [1920, 256]  # Flatten, BN, Dense(256), BN, Dense(10)
-    assert _dense_layers(head) == [(256, "relu"), (10, "linear")]
-    # BN(1920) + Dense(1920->256) + BN(256) + Dense(256->10); moving stats do not train.
-    assert head.count_params() == 4 * 1920 + 491_776 + 4 * 256 + 2_570 == 503_050
-    assert _trainable(model) == 2 * 1920 + 491_776 + 2 * 256 + 2_570 == 498_698
+    with shapes_only():  # counts and shapes: no initialiser runs (JAX compiles each)
+        extractor = kerastl.FeatureExtractor("densenet201", weights=None, input_shape=(32, 32, 3))
+        head = heads.multiclass(10, hidden=(256,), batchnorm=True, pooling="flatten")
+        model = build_model(extractor, head, compile=False)
+        assert extractor.compute_output_shape((None, 32, 32, 3)) == (None, 1, 1, 1920)
+        bns = [(bn.gamma.shape[0]) for bn in head.norm_layers]
+        assert bns == [1920, 256]  # Flatten, BN, Dense(256), BN, Dense(10)
+        assert _dense_layers(head) == [(256, "relu"), (10, "linear")]
+        # BN(1920) + Dense(1920->256) + BN(256) + Dense(256->10); moving stats do not train.
+        assert head.count_params() == 4 * 1920 + 491_776 + 4 * 256 + 2_570 == 503_050
+        assert _trainable(model) == 2 * 1920 + 491_776 + 2 * 256 + 2_570 == 498_698
 
 
 @pytest.mark.parametrize(
@@ -232,3 +236,297 @@ def test_find_head_wants_a_model():
         TypeError, match=r"`model` must be a keras.Model or layer. Received: model='x'"
     ):
         heads.find_head("x")
+
+
+# --- bad input: one wrong argument, one clear error (tests/bad_input.py) -----------
+
+BAD_INPUT = [
+    # === kerastl.heads: TaskHead ===
+    bad.case("hd-task", lambda: kerastl.heads.TaskHead("x", 3), ValueError, r"Received: task='x'"),
+    bad.case(
+        "hd-outputs-zero",
+        lambda: kerastl.heads.TaskHead("multiclass", 0),
+        ValueError,
+        r"Received: num_outputs=0",
+    ),
+    bad.case(
+        "hd-outputs-float",
+        lambda: kerastl.heads.TaskHead("multiclass", 2.5),
+        ValueError,
+        r"Received: num_outputs=2.5",
+    ),
+    bad.case(
+        "hd-outputs-string",
+        lambda: kerastl.heads.TaskHead("multiclass", "3"),
+        ValueError,
+        r"Received: num_outputs='3'",
+    ),
+    bad.case(
+        "hd-outputs-bool",
+        lambda: kerastl.heads.TaskHead("regression", True),
+        ValueError,
+        r"Received: num_outputs=True",
+    ),
+    bad.case(
+        "hd-binary-two",
+        lambda: kerastl.heads.TaskHead("binary", 2),
+        ValueError,
+        r"Received: num_outputs=2",
+    ),
+    bad.case(
+        "hd-hidden-string",
+        lambda: kerastl.heads.multiclass(3, hidden="64"),
+        ValueError,
+        r"Received: hidden='64'",
+    ),
+    bad.case(
+        "hd-hidden-zero",
+        lambda: kerastl.heads.multiclass(3, hidden=[0]),
+        ValueError,
+        r"Received: hidden=\[0\]",
+    ),
+    bad.case(
+        "hd-hidden-negative",
+        lambda: kerastl.heads.multiclass(3, hidden=[-1]),
+        ValueError,
+        r"Received: hidden=\[-1\]",
+    ),
+    bad.case(
+        "hd-hidden-float",
+        lambda: kerastl.heads.multiclass(3, hidden=2.5),
+        ValueError,
+        r"Received: hidden=2.5",
+    ),
+    bad.case(
+        "hd-hidden-bool",
+        lambda: kerastl.heads.multiclass(3, hidden=True),
+        ValueError,
+        r"Received: hidden=True",
+    ),
+    bad.case(
+        "hd-hidden-dict",
+        lambda: kerastl.heads.multiclass(3, hidden={64: 1}),
+        ValueError,
+        r"Received: hidden=\{64: 1\}",
+    ),
+    bad.case(
+        "hd-dropout-one",
+        lambda: kerastl.heads.multiclass(3, dropout=1),
+        ValueError,
+        r"Received: dropout=1",
+    ),
+    bad.case(
+        "hd-dropout-negative",
+        lambda: kerastl.heads.multiclass(3, dropout=-0.1),
+        ValueError,
+        r"Received: dropout=-0.1",
+    ),
+    bad.case(
+        "hd-dropout-string",
+        lambda: kerastl.heads.multiclass(3, dropout="x"),
+        ValueError,
+        r"Received: dropout='x'",
+    ),
+    bad.case(
+        "hd-dropout-nan",
+        lambda: kerastl.heads.multiclass(3, dropout=bad.NAN),
+        ValueError,
+        r"Received: dropout=nan",
+    ),
+    bad.case(
+        "hd-dropout-bool",
+        lambda: kerastl.heads.multiclass(3, dropout=False),
+        ValueError,
+        r"Received: dropout=False",
+    ),
+    bad.case(
+        "hd-pooling-mean",
+        lambda: kerastl.heads.multiclass(3, pooling="mean"),
+        ValueError,
+        r"Received: pooling='mean'",
+    ),
+    bad.case(
+        "hd-pooling-none",
+        lambda: kerastl.heads.multiclass(3, pooling=None),
+        ValueError,
+        r"Received: pooling=None",
+    ),
+    bad.case(
+        "hd-logits-regression",
+        lambda: kerastl.heads.regression(logits=True),
+        ValueError,
+        r"Received: logits=True",
+    ),
+    bad.case(
+        "hd-logits-string",
+        lambda: kerastl.heads.binary(logits="no"),
+        TypeError,
+        r"Received: logits='no'",
+    ),
+    bad.case(
+        "hd-batchnorm-string",
+        lambda: kerastl.heads.binary(batchnorm="no"),
+        TypeError,
+        r"Received: batchnorm='no'",
+    ),
+    bad.case(
+        "hd-sparse-string",
+        lambda: kerastl.heads.multiclass(3, sparse_labels="no"),
+        TypeError,
+        r"Received: sparse_labels='no'",
+    ),
+    bad.case(
+        "hd-priors-count",
+        lambda: kerastl.heads.multiclass(3, priors=[0.5, 0.5]),
+        ValueError,
+        r"Received: priors=\[0.5, 0.5\]",
+    ),
+    bad.case(
+        "hd-priors-range",
+        lambda: kerastl.heads.multilabel(2, priors=[0.5, 1.5]),
+        ValueError,
+        r"Received: priors=\[0.5, 1.5\]",
+    ),
+    bad.case(
+        "hd-priors-zero", lambda: kerastl.heads.binary(priors=0), ValueError, r"Received: priors=0"
+    ),
+    bad.case(
+        "hd-priors-nan",
+        lambda: kerastl.heads.binary(priors=bad.NAN),
+        ValueError,
+        r"Received: priors=nan",
+    ),
+    bad.case(
+        "hd-priors-sum",
+        lambda: kerastl.heads.multiclass(3, priors=[0.2, 0.2, 0.2]),
+        ValueError,
+        r"sum to 1.*Received: priors=\[0.2, 0.2, 0.2\]",
+    ),
+    bad.case(
+        "hd-priors-string",
+        lambda: kerastl.heads.binary(priors="0.3"),
+        ValueError,
+        r"Received: priors='0.3'",
+    ),
+    bad.case(
+        "hd-priors-bool",
+        lambda: kerastl.heads.binary(priors=True),
+        ValueError,
+        r"Received: priors=True",
+    ),
+    bad.case(
+        "hd-priors-regression",
+        lambda: kerastl.heads.regression(priors=[0.5]),
+        ValueError,
+        r"Received: priors=\[0.5\]",
+    ),
+    bad.case(
+        "hd-class-names-string",
+        lambda: kerastl.heads.multiclass(3, class_names="abc"),
+        TypeError,
+        r"Received: class_names='abc'",
+    ),
+    bad.case(
+        "hd-class-names-count",
+        lambda: kerastl.heads.multiclass(3, class_names=["a", "b"]),
+        ValueError,
+        r"Received: class_names=\['a', 'b'\]",
+    ),
+    bad.case(
+        "hd-class-names-binary-count",
+        lambda: kerastl.heads.binary(class_names=["yes"]),
+        ValueError,
+        r"Received: class_names=\['yes'\]",
+    ),
+    bad.case(
+        "hd-class-names-ints",
+        lambda: kerastl.heads.multiclass(3, class_names=[1, 2, 3]),
+        TypeError,
+        r"Received: class_names=\[1, 2, 3\]",
+    ),
+    bad.case(
+        "hd-class-names-duplicate",
+        lambda: kerastl.heads.multiclass(3, class_names=["a", "b", "a"]),
+        ValueError,
+        r"Received: class_names=\['a', 'b', 'a'\]",
+    ),
+    bad.case(
+        "hd-class-names-empty-name",
+        lambda: kerastl.heads.multiclass(2, class_names=["a", ""]),
+        ValueError,
+        r"Received: class_names=\['a', ''\]",
+    ),
+    bad.case(
+        "hd-activation",
+        lambda: kerastl.heads.multiclass(3, hidden=[8], activation="nope"),
+        ValueError,
+        r"Received: activation='nope'",
+    ),
+    bad.case(
+        "hd-activation-int",
+        lambda: kerastl.heads.multiclass(3, activation=3),
+        ValueError,
+        r"Received: activation=3",
+    ),
+    bad.case(
+        "hd-multiclass-one",
+        lambda: kerastl.heads.multiclass(1),
+        ValueError,
+        r"Received: num_classes=1",
+    ),
+    bad.case(
+        "hd-multiclass-float",
+        lambda: kerastl.heads.multiclass(2.5),
+        ValueError,
+        r"Received: num_classes=2.5",
+    ),
+    bad.case(
+        "hd-multiclass-bool",
+        lambda: kerastl.heads.multiclass(True),
+        ValueError,
+        r"Received: num_classes=True",
+    ),
+    bad.case(
+        "hd-multilabel-zero",
+        lambda: kerastl.heads.multilabel(0),
+        ValueError,
+        r"Received: num_labels=0",
+    ),
+    bad.case(
+        "hd-regression-units",
+        lambda: kerastl.heads.regression(units="1"),
+        ValueError,
+        r"Received: units='1'",
+    ),
+    bad.case("hd-info-int", lambda: kerastl.heads.head_info(3), ValueError, r"Received: model=3"),
+    bad.case(
+        "hd-info-no-head",
+        lambda: kerastl.heads.head_info(bad.dense_model()),
+        ValueError,
+        r"Received: model='dense_model'",
+    ),
+    # === calling built models and layers ===
+    bad.case(
+        "call-head-rank3",
+        lambda: kerastl.heads.binary()(bad.images((2, 5, 8))),
+        ValueError,
+        r"Received: input_shape=\(2, 5, 8\)",
+    ),
+    bad.case(
+        "call-head-dict",
+        lambda: kerastl.heads.binary()({"S8": bad.images((2, 8))}),
+        ValueError,
+        r"Received: input_shape=",
+    ),
+    bad.case(
+        "call-head-flatten-unknown",
+        lambda: kerastl.heads.binary(pooling="flatten")(keras.Input((None, None, 4))),
+        ValueError,
+        r"Received: input_shape=\(None, None, None, 4\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", BAD_INPUT)
+def test_bad_input_is_refused_clearly(call, error, match, bad_input_objects):
+    bad.check_refused(call, error, match)

@@ -8,6 +8,9 @@ from support import RAMP8, ramp_image, write_png16
 from kerastl.data import load_image, prepare_image
 from kerastl.data.images import convert_channels, read_image, resize_image
 
+# numpy and Pillow only: one backend's session runs it (conftest).
+pytestmark = pytest.mark.backend_free
+
 
 def test_the_png_writer_writes_what_pil_reads(tmp_path):
     gray = ramp_image(1)[..., 0]

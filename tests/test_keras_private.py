@@ -12,6 +12,9 @@ import pytest
 
 from kerastl import _keras_private as private
 
+# Run on the oldest Keras claimed too (nox -s keras_floor).
+pytestmark = pytest.mark.keras_floor
+
 
 def _nested_model():
     inner_in = keras.Input((4,))

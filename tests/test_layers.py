@@ -1,5 +1,6 @@
 """Every public kerastl layer through the shared checks of `layer_testing`."""
 
+import bad_input as bad
 import keras
 import numpy as np
 import pytest
@@ -101,6 +102,7 @@ def test_feature_extractor(
     run_model_saving_test(layer, images, tmp_path, min_output_std=MIN_FEATURE_STD)
 
 
+@pytest.mark.keras_floor
 def test_feature_extractor_from_keras_model(mobilenet_weights, photos, tmp_path):
     backbone = kerastl.backbones.get_backbone("mobilenet_v2").build(
         (96, 96, 3), weights=mobilenet_weights, alpha=0.35
@@ -125,6 +127,7 @@ def test_feature_extractor_from_keras_model(mobilenet_weights, photos, tmp_path)
 # --- pooling -------------------------------------------------------------------------
 
 
+@pytest.mark.keras_floor
 @pytest.mark.parametrize(
     "kwargs, trainable, non_trainable",
     [({}, 1, 0), ({"p": 2.0, "eps": 1e-4}, 1, 0), ({"trainable_p": False}, 0, 1)],
@@ -143,6 +146,7 @@ def test_gem_pooling_2d(kwargs, trainable, non_trainable, tmp_path):
     run_model_saving_test(layer, _maps(), tmp_path)
 
 
+@pytest.mark.keras_floor
 @pytest.mark.parametrize(
     "mode, channels, trainable",
     [("avg", 8, 0), ("max", 8, 0), ("avgmax", 16, 0), ("gem", 8, 1)],
@@ -163,6 +167,7 @@ def test_global_pooling_2d(mode, channels, trainable, tmp_path):
 # --- preprocessing -------------------------------------------------------------------
 
 
+@pytest.mark.keras_floor
 @pytest.mark.parametrize("channels", [1, 3], ids=["grayscale", "rgb"])
 def test_grayscale_to_rgb(channels, tmp_path):
     images = _images(channels)
@@ -180,6 +185,7 @@ def test_grayscale_to_rgb(channels, tmp_path):
     run_model_saving_test(layer, images, tmp_path)
 
 
+@pytest.mark.keras_floor
 @pytest.mark.parametrize("size", [(8, 8), (6, 10)], ids=["same", "other"])
 def test_resize(size, tmp_path):
     images = _images().astype("float32")  # Keras' Resizing keeps integer dtypes
@@ -201,6 +207,7 @@ def test_resize(size, tmp_path):
     run_model_saving_test(layer, images, tmp_path)
 
 
+@pytest.mark.keras_floor
 @pytest.mark.parametrize("mode", ["caffe", "tf", "torch", "none"])
 def test_backbone_normalization(mode, tmp_path):
     images = _images()
@@ -269,6 +276,7 @@ HEAD_CASES = [
 ]
 
 
+@pytest.mark.keras_floor
 @pytest.mark.parametrize(
     "kwargs, input_shape, units, trainable, non_trainable",
     [case[1:] for case in HEAD_CASES],
@@ -288,3 +296,90 @@ def test_task_head(kwargs, input_shape, units, trainable, non_trainable, tmp_pat
         min_output_std=MIN_FEATURE_STD if units > 1 or kwargs["task"] != "binary" else None,
     )
     run_model_saving_test(layer, features, tmp_path)
+
+
+# --- bad input: one wrong argument, one clear error (tests/bad_input.py) -----------
+
+BAD_INPUT = [
+    # === kerastl.layers ===
+    bad.case(
+        "ly-gem-p-zero", lambda: kerastl.layers.GeMPooling2D(p=0), ValueError, r"Received: p=0"
+    ),
+    bad.case(
+        "ly-gem-p-negative",
+        lambda: kerastl.layers.GeMPooling2D(p=-1),
+        ValueError,
+        r"Received: p=-1",
+    ),
+    bad.case(
+        "ly-gem-p-string",
+        lambda: kerastl.layers.GeMPooling2D(p="3"),
+        ValueError,
+        r"Received: p='3'",
+    ),
+    bad.case(
+        "ly-gem-p-nan",
+        lambda: kerastl.layers.GeMPooling2D(p=bad.NAN),
+        ValueError,
+        r"Received: p=nan",
+    ),
+    bad.case(
+        "ly-gem-p-inf",
+        lambda: kerastl.layers.GeMPooling2D(p=bad.INF),
+        ValueError,
+        r"Received: p=inf",
+    ),
+    bad.case(
+        "ly-gem-p-bool",
+        lambda: kerastl.layers.GeMPooling2D(p=True),
+        ValueError,
+        r"Received: p=True",
+    ),
+    bad.case(
+        "ly-gem-eps-zero",
+        lambda: kerastl.layers.GeMPooling2D(eps=0),
+        ValueError,
+        r"Received: eps=0",
+    ),
+    bad.case(
+        "ly-gem-eps-nan",
+        lambda: kerastl.layers.GeMPooling2D(eps=bad.NAN),
+        ValueError,
+        r"Received: eps=nan",
+    ),
+    bad.case(
+        "ly-gem-trainable-string",
+        lambda: kerastl.layers.GeMPooling2D(trainable_p="no"),
+        TypeError,
+        r"Received: trainable_p='no'",
+    ),
+    bad.case(
+        "ly-gem-rank3",
+        lambda: kerastl.layers.GeMPooling2D()(bad.images((2, 5, 8))),
+        ValueError,
+        r"Received: input_shape=\(2, 5, 8\)",
+    ),
+    bad.case(
+        "ly-pool-mean",
+        lambda: kerastl.layers.GlobalPooling2D("mean"),
+        ValueError,
+        r"Received: mode='mean'",
+    ),
+    bad.case(
+        "ly-pool-none",
+        lambda: kerastl.layers.GlobalPooling2D(None),
+        ValueError,
+        r"Received: mode=None",
+    ),
+    bad.case(
+        "ly-pool-rank2",
+        lambda: kerastl.layers.GlobalPooling2D()(bad.images((2, 5))),
+        ValueError,
+        r"Received: input_shape=\(2, 5\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", BAD_INPUT)
+def test_bad_input_is_refused_clearly(call, error, match, bad_input_objects):
+    bad.check_refused(call, error, match)

@@ -24,6 +24,9 @@ import pytest
 import kerastl
 from kerastl.files import archive, model_files
 
+# File reads, the same on any backend: one session runs it (conftest).
+pytestmark = pytest.mark.one_backend
+
 TRIES = 60  # per test; the old double-open loader mixed about one load in two
 IMAGE = np.zeros((4, 4, 3), "uint8")
 

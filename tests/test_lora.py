@@ -200,6 +200,7 @@ def test_adapters_start_at_zero_and_change_nothing(photos):
     assert [tuple(v.shape) for v in adapters(wide)[0].adapter_weights] == [(9, 9), (9, 16)]
 
 
+@pytest.mark.keras_floor
 def test_fit_moves_only_adapters_and_head(photos):
     fx = extractor(photos, lora=LoRA(rank=2, alpha=4))
     model = classifier(fx)
@@ -336,6 +337,7 @@ def test_adapters_file_checks(photos, tmp_path):
         load_adapters(other_base, tmp_path / "missing.npz")
 
 
+@pytest.mark.keras_floor
 def test_keras_file_round_trip(trained, photos, tmp_path):
     model, _ = trained
     images = small(photos)

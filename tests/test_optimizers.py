@@ -1,8 +1,10 @@
+import bad_input as bad
 import keras
 import numpy as np
 import pytest
 from support import mobilenet_extractor
 
+import kerastl
 from kerastl.optimizers import PerLayerLR
 
 
@@ -32,6 +34,7 @@ def _kernels(model):
     return {name: keras.ops.convert_to_numpy(model.get_layer(name).kernel) for name in "abc"}
 
 
+@pytest.mark.keras_floor
 @pytest.mark.parametrize(
     "optimizer",
     [
@@ -99,6 +102,7 @@ def test_adam_effective_step_scales_and_frozen_variables_get_no_slots():
     assert not any(name in path for path in slots for name in ("c_", "frozen"))
 
 
+@pytest.mark.keras_floor
 def test_adamw_weight_decay_skips_multiplier_zero():
     model = _parallel_model()
     for name in "abc":
@@ -132,6 +136,7 @@ def test_layer_decay_follows_block_depth(mobilenet_weights):
     assert variables["Conv1/kernel"] == pytest.approx(0.75**n)
 
 
+@pytest.mark.keras_floor
 def test_compiled_model_with_per_layer_lr_saves_and_loads(tmp_path):
     model = _parallel_model()
     model.compile(
@@ -184,3 +189,149 @@ def test_multiplier_for_path_wants_a_path():
     assert optimizer.multiplier_for_path("b/kernel") == 0.5
     with pytest.raises(TypeError, match=r"Received: path=3"):
         optimizer.multiplier_for_path(3)
+
+
+# --- bad input: one wrong argument, one clear error (tests/bad_input.py) -----------
+
+BAD_INPUT = [
+    # === kerastl.optimizers.PerLayerLR ===
+    bad.case(
+        "lr-optimizer-int",
+        lambda: kerastl.optimizers.PerLayerLR(3),
+        ValueError,
+        r"Received: optimizer=3",
+    ),
+    bad.case(
+        "lr-optimizer-name",
+        lambda: kerastl.optimizers.PerLayerLR("nope"),
+        ValueError,
+        r"Received: optimizer='nope'",
+    ),
+    bad.case(
+        "lr-optimizer-nested",
+        lambda: kerastl.optimizers.PerLayerLR(kerastl.optimizers.PerLayerLR("adam")),
+        ValueError,
+        r"Received: optimizer=<",
+    ),
+    bad.case(
+        "lr-multipliers-list",
+        lambda: kerastl.optimizers.PerLayerLR("adam", multipliers=[0.1]),
+        ValueError,
+        r"Received: multipliers=\[0.1\]",
+    ),
+    bad.case(
+        "lr-multipliers-negative",
+        lambda: kerastl.optimizers.PerLayerLR("adam", multipliers={"a": -1}),
+        ValueError,
+        r"Received: multipliers\['a'\]=-1",
+    ),
+    bad.case(
+        "lr-multipliers-nan",
+        lambda: kerastl.optimizers.PerLayerLR("adam", multipliers={"a": bad.NAN}),
+        ValueError,
+        r"Received: multipliers\['a'\]=nan",
+    ),
+    bad.case(
+        "lr-multipliers-inf",
+        lambda: kerastl.optimizers.PerLayerLR("adam", multipliers={"a": bad.INF}),
+        ValueError,
+        r"Received: multipliers\['a'\]=inf",
+    ),
+    bad.case(
+        "lr-multipliers-bool",
+        lambda: kerastl.optimizers.PerLayerLR("adam", multipliers={"a": True}),
+        ValueError,
+        r"Received: multipliers\['a'\]=True",
+    ),
+    bad.case(
+        "lr-multipliers-string",
+        lambda: kerastl.optimizers.PerLayerLR("adam", multipliers={"a": "0.1"}),
+        ValueError,
+        r"Received: multipliers\['a'\]='0.1'",
+    ),
+    bad.case(
+        "lr-multipliers-key",
+        lambda: kerastl.optimizers.PerLayerLR("adam", multipliers={3: 0.1}),
+        ValueError,
+        r"Received: multipliers key=3",
+    ),
+    bad.case(
+        "lr-multipliers-regex",
+        lambda: kerastl.optimizers.PerLayerLR("adam", multipliers={"[": 0.1}),
+        ValueError,
+        r"Received: multipliers key='\['",
+    ),
+    bad.case(
+        "lr-decay-zero",
+        lambda: kerastl.optimizers.PerLayerLR("adam", layer_decay=0, blocks=[("b", ["l"])]),
+        ValueError,
+        r"Received: layer_decay=0",
+    ),
+    bad.case(
+        "lr-decay-above-1",
+        lambda: kerastl.optimizers.PerLayerLR("adam", layer_decay=1.5, blocks=[("b", ["l"])]),
+        ValueError,
+        r"Received: layer_decay=1.5",
+    ),
+    bad.case(
+        "lr-decay-nan",
+        lambda: kerastl.optimizers.PerLayerLR("adam", layer_decay=bad.NAN, blocks=[("b", ["l"])]),
+        ValueError,
+        r"Received: layer_decay=nan",
+    ),
+    bad.case(
+        "lr-decay-bool",
+        lambda: kerastl.optimizers.PerLayerLR("adam", layer_decay=True, blocks=[("b", ["l"])]),
+        ValueError,
+        r"Received: layer_decay=True",
+    ),
+    bad.case(
+        "lr-decay-no-blocks",
+        lambda: kerastl.optimizers.PerLayerLR("adam", layer_decay=0.5),
+        ValueError,
+        r"Received: blocks=None",
+    ),
+    bad.case(
+        "lr-blocks-no-decay",
+        lambda: kerastl.optimizers.PerLayerLR("adam", blocks=[("b", ["l"])]),
+        ValueError,
+        r"Received: blocks=\[\('b', \['l'\]\)\]",
+    ),
+    bad.case(
+        "lr-blocks-string",
+        lambda: kerastl.optimizers.PerLayerLR("adam", layer_decay=0.5, blocks="block_1"),
+        ValueError,
+        r"Received: blocks='block_1'",
+    ),
+    bad.case(
+        "lr-blocks-empty",
+        lambda: kerastl.optimizers.PerLayerLR("adam", layer_decay=0.5, blocks=[]),
+        ValueError,
+        r"Received: blocks=\[\]",
+    ),
+    bad.case(
+        "lr-blocks-layers-string",
+        lambda: kerastl.optimizers.PerLayerLR("adam", layer_decay=0.5, blocks=[("b", "layer")]),
+        ValueError,
+        r"Received: blocks=\[\('b', 'layer'\)\]",
+    ),
+    bad.case(
+        "lr-blocks-plain-layer",
+        lambda: kerastl.optimizers.PerLayerLR(
+            "adam", layer_decay=0.5, blocks=keras.layers.Dense(2)
+        ),
+        ValueError,
+        r"Received: blocks=<Dense",
+    ),
+    bad.case(
+        "lr-name",
+        lambda: kerastl.optimizers.PerLayerLR("adam", name=3),
+        ValueError,
+        r"Received: name=3",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", BAD_INPUT)
+def test_bad_input_is_refused_clearly(call, error, match, bad_input_objects):
+    bad.check_refused(call, error, match)

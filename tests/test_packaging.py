@@ -11,6 +11,8 @@ import pytest
 
 import kerastl
 
+pytestmark = pytest.mark.backend_free
+
 ROOT = pathlib.Path(__file__).parent.parent
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from 3.11")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -13,6 +13,9 @@ import pytest
 from kerastl.training.lr_find import LRFinderResult
 from kerastl.training.plots import PlotDependencyError, plot_history
 
+# matplotlib on recorded figures: one backend's session runs it (conftest).
+pytestmark = pytest.mark.backend_free
+
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="drawing needs the kerastl[plot] extra"
 )

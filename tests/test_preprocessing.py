@@ -1,6 +1,7 @@
 import json
 import re
 
+import bad_input as bad
 import keras
 import numpy as np
 import pytest
@@ -233,3 +234,183 @@ def test_bad_pipeline_arguments(make, match):
 def test_bad_images_are_clear_errors(images, match):
     with pytest.raises(ValueError, match=match):
         preprocessing.pipeline("mobilenet_v2", resize=16)(images)
+
+
+# --- bad input: one wrong argument, one clear error (tests/bad_input.py) -----------
+
+BAD_INPUT = [
+    # === kerastl.preprocessing ===
+    bad.case(
+        "pp-backbone-int",
+        lambda: kerastl.preprocessing.pipeline(3),
+        ValueError,
+        r"Received: backbone=3",
+    ),
+    bad.case(
+        "pp-backbone-unknown",
+        lambda: kerastl.preprocessing.pipeline("mobilenet_v9"),
+        ValueError,
+        r"Received: backbone='mobilenet_v9'",
+    ),
+    bad.case(
+        "pp-no-mode",
+        lambda: kerastl.preprocessing.pipeline(),
+        ValueError,
+        r"Received: backbone=None",
+    ),
+    bad.case(
+        "pp-resize-zero",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, resize=0),
+        ValueError,
+        r"Received: resize=0",
+    ),
+    bad.case(
+        "pp-resize-negative",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, resize=-1),
+        ValueError,
+        r"Received: resize=-1",
+    ),
+    bad.case(
+        "pp-resize-short",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, resize=(1,)),
+        ValueError,
+        r"Received: resize=\(1,\)",
+    ),
+    bad.case(
+        "pp-resize-string",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, resize="x"),
+        ValueError,
+        r"Received: resize='x'",
+    ),
+    bad.case(
+        "pp-resize-float",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, resize=2.5),
+        ValueError,
+        r"Received: resize=2.5",
+    ),
+    bad.case(
+        "pp-resize-bool-pair",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, resize=(True, 96)),
+        ValueError,
+        r"Received: resize=\(True, 96\)",
+    ),
+    bad.case(
+        "pp-augment-preset",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, augment="heavy"),
+        ValueError,
+        r"Received: augment='heavy'",
+    ),
+    bad.case(
+        "pp-augment-list",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, augment=[3]),
+        ValueError,
+        r"Received: augment=\[3\]",
+    ),
+    bad.case(
+        "pp-augment-none",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, augment=None),
+        ValueError,
+        r"Received: augment=None",
+    ),
+    bad.case(
+        "pp-mode",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, mode="bgr"),
+        ValueError,
+        r"Received: mode='bgr'",
+    ),
+    bad.case(
+        "pp-interpolation",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, interpolation="cubic-ish"),
+        ValueError,
+        r"Received: interpolation='cubic-ish'",
+    ),
+    bad.case(
+        "pp-crop-string",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, crop_to_aspect_ratio="no"),
+        TypeError,
+        r"Received: crop_to_aspect_ratio='no'",
+    ),
+    bad.case(
+        "pp-seed-string",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, augment="light", seed="x"),
+        TypeError,
+        r"Received: seed='x'",
+    ),
+    bad.case(
+        "pp-seed-float",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, augment="light", seed=2.5),
+        TypeError,
+        r"Received: seed=2.5",
+    ),
+    bad.case(
+        "pp-seed-bool",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, augment="medium", seed=True),
+        TypeError,
+        r"Received: seed=True",
+    ),
+    bad.case(
+        "pp-name",
+        lambda: kerastl.preprocessing.pipeline(bad.REG, name=3),
+        TypeError,
+        r"Received: name=3",
+    ),
+    bad.case(
+        "pp-augmentation-preset",
+        lambda: kerastl.preprocessing.augmentation("x"),
+        ValueError,
+        r"Received: augment='x'",
+    ),
+    bad.case(
+        "pp-augmentation-seed",
+        lambda: kerastl.preprocessing.augmentation("strong", seed="x"),
+        TypeError,
+        r"Received: seed='x'",
+    ),
+    bad.case(
+        "pp-normalization-mode",
+        lambda: kerastl.preprocessing.BackboneNormalization("bgr"),
+        ValueError,
+        r"Received: mode='bgr'",
+    ),
+    bad.case(
+        "pp-gray-rank3",
+        lambda: kerastl.preprocessing.GrayscaleToRGB()(bad.images((8, 8, 3))),
+        ValueError,
+        r"Received: input_shape=\(8, 8, 3\)",
+    ),
+    bad.case(
+        "pp-gray-2-channels",
+        lambda: kerastl.preprocessing.GrayscaleToRGB()(bad.images((1, 8, 8, 2))),
+        ValueError,
+        r"Received: input_shape=\(1, 8, 8, 2\)",
+    ),
+    bad.case(
+        "pp-gray-4-channels",
+        lambda: kerastl.preprocessing.GrayscaleToRGB()(bad.images((1, 8, 8, 4))),
+        ValueError,
+        r"Received: input_shape=\(1, 8, 8, 4\)",
+    ),
+    bad.case(
+        "pp-gray-bool",
+        lambda: kerastl.preprocessing.GrayscaleToRGB()(np.zeros((1, 8, 8, 3), bool)),
+        ValueError,
+        r"Received: dtype=bool",
+    ),
+    bad.case(
+        "pp-gray-string",
+        lambda: kerastl.preprocessing.GrayscaleToRGB()(np.full((1, 2, 2, 3), "a")),
+        ValueError,
+        r"Received: dtype=",
+    ),
+    bad.case(
+        "pp-pipeline-rank3",
+        lambda: kerastl.preprocessing.pipeline(bad.REG)(bad.images((96, 96, 3))),
+        ValueError,
+        r"Received: input_shape=\(96, 96, 3\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", BAD_INPUT)
+def test_bad_input_is_refused_clearly(call, error, match, bad_input_objects):
+    bad.check_refused(call, error, match)

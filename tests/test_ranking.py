@@ -45,6 +45,7 @@ def _brute_force_logme(features, labels):
     return float(np.mean(scores))
 
 
+@pytest.mark.backend_free  # numpy only (training/transferability.py)
 @pytest.mark.parametrize("n, d", [(14, 3), (15, 15), (8, 20)], ids=["n>d", "n=d", "n<d"])
 def test_logme_is_the_maximised_evidence(n, d):
     rng = np.random.default_rng(n + d)
@@ -54,6 +55,7 @@ def test_logme_is_the_maximised_evidence(n, d):
     assert logme(features, labels) == pytest.approx(_brute_force_logme(features, labels), abs=1e-7)
 
 
+@pytest.mark.backend_free  # numpy only (training/transferability.py)
 def test_logme_prefers_informative_features_and_ignores_scale():
     rng = np.random.default_rng(0)
     labels = np.arange(120) % 4
@@ -73,6 +75,7 @@ def test_logme_prefers_informative_features_and_ignores_scale():
 # --- linear probe -------------------------------------------------------------------------
 
 
+@pytest.mark.backend_free  # numpy only (training/transferability.py)
 def test_the_linear_probe_separates_separable_data():
     rng = np.random.default_rng(0)
     labels = np.arange(60) % 3
@@ -80,6 +83,7 @@ def test_the_linear_probe_separates_separable_data():
     np.testing.assert_array_equal(linear_probe(features, labels, folds=5), np.ones(5))
 
 
+@pytest.mark.backend_free  # numpy only (training/transferability.py)
 @pytest.mark.parametrize("extra", [0, 150], ids=["n>d", "d>n"])
 def test_the_linear_probe_is_scikit_learns_logistic_regression(extra):
     """The same convex problem as `LogisticRegression(C=1.0)` on standardised features; with
@@ -107,6 +111,7 @@ def test_the_linear_probe_is_scikit_learns_logistic_regression(extra):
     assert 0.3 < ours.mean() < 0.99
 
 
+@pytest.mark.backend_free  # numpy only (training/transferability.py)
 def test_folds_are_stratified_and_balanced():
     labels = np.repeat(np.arange(3), [10, 7, 4])
     folds = stratified_folds(labels, 4, seed=0)

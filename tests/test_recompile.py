@@ -7,6 +7,7 @@ trackers back with attribute tracking on, so stale copies joined the model's
 metric list and overwrote the live figures in every log.
 """
 
+import bad_input as bad
 import keras
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ from support import calibrated_cnn
 
 import kerastl
 from kerastl.freeze import TrainTopBlocks
+
+# Keras' compile state and metric trackers: checked on the oldest Keras too.
+pytestmark = pytest.mark.keras_floor
 
 
 def _backbone(photos):
@@ -131,3 +135,33 @@ def test_training_after_set_freeze_and_compile_changes_the_unfrozen_layers(photo
     assert any("conv_2" in p for p in changed) and any("bn_2/gamma" in p for p in changed)
     assert not any("conv_0" in p or "conv_1" in p or "bn_1" in p for p in changed)
     assert all(value > 0 for value in history["loss"])
+
+
+# --- bad input: one wrong argument, one clear error (tests/bad_input.py) -----------
+
+BAD_INPUT = [
+    # === kerastl.set_freeze and kerastl.explain ===
+    bad.case(
+        "tr-recompile-uncompiled",
+        lambda: kerastl.training.recompile_model(bad.dense_model()),
+        ValueError,
+        r"Received: model=<Functional",
+    ),
+    bad.case(
+        "tr-recompile-optimizer",
+        lambda: kerastl.training.recompile_model(bad.tiny_model(), optimizer="adam"),
+        TypeError,
+        r"Received: optimizer='adam'",
+    ),
+    bad.case(
+        "tr-clone-optimizer",
+        lambda: kerastl.training.clone_optimizer("adam"),
+        TypeError,
+        r"Received: optimizer='adam'",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", BAD_INPUT)
+def test_bad_input_is_refused_clearly(call, error, match, bad_input_objects):
+    bad.check_refused(call, error, match)

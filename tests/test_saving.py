@@ -44,6 +44,7 @@ def trained(mobilenet_weights, photos):
     return model, history
 
 
+@pytest.mark.keras_floor
 def test_round_trip_predictions_class_names_history_and_optimizer_state(trained, photos, tmp_path):
     model, history = trained
     path = str(tmp_path / "model.keras")
@@ -97,6 +98,7 @@ def test_saved_compile_state_is_backend_neutral(trained, tmp_path):
     assert plain["jit_compile"] == model.jit_compile != "auto"
 
 
+@pytest.mark.keras_floor
 def test_plain_keras_file_with_backend_private_compile_state_loads(tmp_path):
     """A file as torch and JAX write it: private optimizer module, jit_compile=True."""
     model = tiny(loss="sparse_categorical_crossentropy")
@@ -374,6 +376,7 @@ def test_lambda_layer_is_refused_in_safe_mode(suffix, tmp_path):
     )
 
 
+@pytest.mark.keras_floor
 def test_legacy_h5_full_model_loads_with_default_metadata(mobilenet_weights, photos, tmp_path):
     """Seed 000's `model.save('model_final.h5')`, written by the installed Keras."""
     model = classifier(mobilenet_weights)

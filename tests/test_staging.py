@@ -16,6 +16,9 @@ import pytest
 from kerastl.files import archive
 from kerastl.saving import export, load_model, read_metadata, save_model
 
+# File staging is kerastl's own, the same on any backend (conftest).
+pytestmark = pytest.mark.one_backend
+
 export_module = importlib.import_module("kerastl.saving.export")
 
 CLASSES = ["astronaut", "coffee", "cat"]

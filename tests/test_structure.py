@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.backend_free  # reads the source: one session runs it
+
 PACKAGE = pathlib.Path(__file__).parent.parent / "kerastl"
 
 # Bottom to top. A module may import from its own part or from parts below it.

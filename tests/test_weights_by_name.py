@@ -56,6 +56,7 @@ def test_from_model_into_new_head_skips_the_mismatched_head(pretrained, photos):
     assert "skipped 1 (shape mismatch: head [(1280, 3), (3,)] -> [(1280, 5), (5,)])" in str(report)
 
 
+@pytest.mark.keras_floor
 def test_from_keras_and_legacy_h5_files_into_a_feature_extractor(pretrained, photos, tmp_path):
     save_model(pretrained, tmp_path / "pretrained.keras")
     pretrained.save(tmp_path / "pretrained.h5")  # legacy HDF5, as tf.keras wrote it
@@ -71,6 +72,7 @@ def test_from_keras_and_legacy_h5_files_into_a_feature_extractor(pretrained, pho
         )
 
 
+@pytest.mark.keras_floor
 def test_legacy_keras2_weights_file_with_nested_model_weight_names(tmp_path):
     """Keras 2 writes a nested model as one group; its weight names carry the inner layer."""
     source = tiny(1)

@@ -89,6 +89,11 @@ class DataAdapter:
         """Whether the batches mix images and labels at random (MixUp / CutMix)."""
         return getattr(self.source, "mix", None) is not None
 
+    @property
+    def has_weights(self):
+        """Whether the data carries sample weights known without a pass (`(x, y, w)`)."""
+        return False
+
     def fingerprint(self):
         """A stable digest of the data (array bytes; file paths, sizes, mtimes), or None."""
         return None
@@ -260,6 +265,10 @@ class _Arrays(DataAdapter):
     @property
     def labels(self):
         return self.y
+
+    @property
+    def has_weights(self):
+        return self.w is not None
 
     def fingerprint(self):
         digest = hashlib.sha256()

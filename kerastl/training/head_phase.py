@@ -160,7 +160,7 @@ def _cacheable(settings, train):
     front, head, reason = cacheable(settings.model, allow_random=settings.views is not None)
     if front is not None and train.mixes:
         return None, None, "the training batches mix images at random (mix=)"
-    if front is not None and getattr(train, "w", None) is not None:
+    if front is not None and train.has_weights:
         return None, None, "`train` has sample weights, which the cached features do not keep"
     if front is not None and settings.callbacks:
         # A callback sees the model being fit: on the cache, the head alone.
