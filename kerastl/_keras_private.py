@@ -10,6 +10,7 @@ import contextlib
 import os
 
 import keras
+from keras.src.utils import io_utils
 from keras.src.utils.tracking import DotNotTrackScope
 
 try:
@@ -53,6 +54,30 @@ def set_build_input_shape(layer, shape):
     knows its input shape from its own arguments (a `FeatureExtractor`) sets it.
     """
     layer._input_shape_arg = tuple(shape)
+
+
+def producer(tensor):
+    """`(layer, input tensors)` that made a symbolic tensor (`KerasTensor._keras_history`).
+
+    `(None, [])` for a tensor no layer made. A model input comes from its
+    `InputLayer`, with no input tensors. `Layer.input` would do for a layer
+    called once, but it raises for a layer with several calls (nodes); the
+    history names the very call that made this tensor.
+    """
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None, []
+    operation, node_index = history[0], history[1]
+    return operation, list(operation._inbound_nodes[node_index].input_tensors)
+
+
+def print_msg(message):
+    """Prints one informational line as Keras does (`keras.src.utils.io_utils.print_msg`).
+
+    To stdout, or to the absl log once `keras.config.disable_interactive_logging()`
+    was called: what silences Keras's progress bars silences kerastl's notes too.
+    """
+    io_utils.print_msg(message)
 
 
 def keras_home():

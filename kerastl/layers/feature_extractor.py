@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from kerastl import _keras_private
+from kerastl.backbones.classifier_top import find_classifier_top
 from kerastl.backbones.sources import (
     compatible_shapes,
     feature_map_ranks,
@@ -28,7 +29,8 @@ class FeatureExtractor(keras.layers.Layer):
     Args:
         backbone: a registry name (`kerastl.backbones.list_backbones()`), a
             functional `keras.Model` (a keras-hub backbone included), or the
-            path of a `.keras` / `.h5` full-model file.
+            path of a `.keras` / `.h5` full-model file. A whole classifier is
+            cut before its top by itself (see `submodel` and `cut`).
         weights: `"imagenet"` (the `keras.applications` download, or the copy
             in the Keras cache directory), `None` (random init), the path of a
             weights file, or the path of a whole model file (`.keras` / `.h5`)
@@ -45,7 +47,14 @@ class FeatureExtractor(keras.layers.Layer):
             mean with a learnable power) or `"avgmax"` (average and max
             concatenated).
         cut: name of a layer (or a feature key such as `"S16"`) whose output
-            becomes the output: the layers after it are dropped.
+            becomes the output: the layers after it are dropped. Without it, a
+            model or model file that is a whole classifier (its output is not
+            a feature map) is cut before its top: past its activations,
+            dropout, `Dense` layers, flattening and global pooling, and a
+            final convolution to as many channels as there are classes (an
+            all-convolutional top), at the feature map that feeds them. A line
+            says where, and `cut` records it. A classifier whose top has no
+            feature map under it is refused.
         outputs: list of layer names or feature keys; the layer then returns a
             dict of feature maps keyed by these names (multi-scale features).
         freeze: `"all"` (default: nothing in the backbone trains), `"none"` or
@@ -93,6 +102,11 @@ class FeatureExtractor(keras.layers.Layer):
             this backbone inside), the `WeightsReport` of what was loaded by
             layer name; `None` otherwise.
         image_shape: `(height, width, channels)` it takes.
+        cut: the layer (or feature key) the backbone was cut at: `cut=` as
+            given, or where a whole classifier's features end; `None` when
+            nothing was cut.
+        removed_top: the layers of a whole classifier's top left behind by
+            themselves, in order; `()` when none were.
         blocks: `[(block name, [layer names])]`, shallow to deep.
         lora: the `kerastl.freeze.LoRA` policy, or `None`.
 
@@ -139,7 +153,6 @@ class FeatureExtractor(keras.layers.Layer):
                 f"`pooling` must be one of {POOLING_MODES}. Received: pooling={pooling!r}"
             )
         self.pooling = pooling
-        self.cut = cut
         self.outputs = list(outputs) if isinstance(outputs, (list, tuple)) else outputs
         if isinstance(freeze, LoRA):  # adapters as the policy: they alone train
             if lora is not None and get_lora(lora) != freeze:
@@ -179,6 +192,8 @@ class FeatureExtractor(keras.layers.Layer):
         self._backbone_config = resolved.config
         self.arch = resolved.arch
         self.weights_report = resolved.weights_report
+        self.cut = resolved.cut
+        self.removed_top = resolved.top
         _keras_private.set_build_input_shape(self, self.image_shape)
         self.set_freeze()
 
@@ -190,6 +205,17 @@ class FeatureExtractor(keras.layers.Layer):
                 key: GlobalPooling2D(pooling, name=f"pool_{_safe(key)}", dtype=self.dtype_policy)
                 for key in keys
             }
+
+    def __repr__(self):
+        config = self._backbone_config  # a registry name, or a model
+        backbone = config if isinstance(config, str) else self.backbone.name
+        cut = "" if self.cut is None else f", cut={self.cut!r}"
+        if self.removed_top:
+            cut += f" (a classifier's top left behind: {' -> '.join(self.removed_top)})"
+        return (
+            f"<FeatureExtractor name={self.name}, backbone={backbone!r}{cut}, "
+            f"pooling={self.pooling!r}, image_shape={self.image_shape}, built={self.built}>"
+        )
 
     # --- layer API ------------------------------------------------------------
 
@@ -388,15 +414,17 @@ def _check_feature_maps(model, pooling):
     if not flat:
         return
     nested = nested_models(model)
+    found = find_classifier_top(model)
+    layer = f" (its last one is {found.features!r})" if found and found.features else ""
     hint = (
         f" It holds these nested models: {nested}; pick the backbone with `submodel=`."
         if nested
-        else " Cut it at a feature-map layer with `cut=`, or use pooling=None."
+        else f" Cut it at a feature-map layer{layer} with `cut=`, or use pooling=None."
     )
     raise ValueError(
         f"Backbone {model.name!r} outputs a tensor of rank {next(iter(flat.values()))}, "
-        f"not a feature map (batch, height, width, channels): it looks like a whole "
-        f"model with its own top (a classifier), not a backbone.{hint} "
+        f"not a feature map (batch, height, width, channels): its maps are already pooled "
+        f"or flattened, so there is nothing left to pool.{hint} "
         f"Received: pooling={pooling!r}"
     )
 

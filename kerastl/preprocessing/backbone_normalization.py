@@ -23,7 +23,7 @@ class BackboneNormalization(keras.layers.Layer):
 
     Call arguments:
         inputs: `(batch, height, width, 3)` RGB images in 0..255, any numeric
-            dtype.
+            dtype; `"tf"` and `"none"` also take 1-channel (grayscale) images.
 
     Example:
 
@@ -41,6 +41,15 @@ class BackboneNormalization(keras.layers.Layer):
                 f"`mode` must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}"
             )
         self.mode = mode
+
+    def build(self, input_shape):
+        channels = tuple(input_shape)[-1]
+        if self.mode in ("caffe", "torch") and channels not in (3, None):
+            raise ValueError(
+                f"The {self.mode!r} recipe normalises the three RGB channels; these images "
+                f"have {channels}: give grayscale images mode 'tf' or 'none'. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)

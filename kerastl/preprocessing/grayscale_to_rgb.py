@@ -24,32 +24,41 @@ class GrayscaleToRGB(keras.layers.Layer):
     """
 
     def build(self, input_shape):
-        _check_shape(input_shape)
+        check_shape(input_shape)
 
     def __call__(self, inputs, *args, **kwargs):
-        # Checked on every call, before Keras converts arrays to tensors: a string
-        # array would fail inside the conversion with a message that names nothing,
-        # and a layer built once for 1 channel would let 2 through.
-        dtype = getattr(inputs, "dtype", None)
-        with contextlib.suppress(ValueError):  # not a Keras dtype: shown as it is
-            dtype = keras.backend.standardize_dtype(dtype)
-        if dtype == "bool" or not any(k in str(dtype) for k in ("int", "float")):
-            raise ValueError(f"Images must have a numeric dtype. Received: dtype={dtype}")
-        if getattr(inputs, "shape", None) is not None:
-            _check_shape(tuple(inputs.shape))
+        check_images(inputs)
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
         if x.shape[-1] == 1:
             x = ops.repeat(x, 3, axis=-1)
+        elif x.shape[-1] is None:
+            # A traced function that saw both kinds of image (TensorFlow relaxes the
+            # shapes it retraces for): 1 or 3 channels, broadcast to 3 either way.
+            x = ops.broadcast_to(x, (*ops.shape(x)[:-1], 3))
         return x
 
     def compute_output_shape(self, input_shape):
         return (*tuple(input_shape)[:-1], 3)
 
 
-def _check_shape(input_shape):
+def check_images(inputs):
+    """Refuses a batch that is not numeric, rank-4 images with 1 or 3 channels."""
+    # Checked on every call, before Keras converts arrays to tensors: a string
+    # array would fail inside the conversion with a message that names nothing,
+    # and a layer built once for 1 channel would let 2 through.
+    dtype = getattr(inputs, "dtype", None)
+    with contextlib.suppress(ValueError):  # not a Keras dtype: shown as it is
+        dtype = keras.backend.standardize_dtype(dtype)
+    if dtype == "bool" or not any(k in str(dtype) for k in ("int", "float")):
+        raise ValueError(f"Images must have a numeric dtype. Received: dtype={dtype}")
+    if getattr(inputs, "shape", None) is not None:
+        check_shape(tuple(inputs.shape))
+
+
+def check_shape(input_shape):
     # Only what is known is checked: a traced tensor may have an unknown channel axis.
     if len(input_shape) != 4:
         raise ValueError(

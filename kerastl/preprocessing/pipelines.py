@@ -12,6 +12,7 @@ from kerastl.preprocessing.backbone_normalization import BackboneNormalization
 from kerastl.preprocessing.grayscale_to_rgb import GrayscaleToRGB
 from kerastl.preprocessing.preprocessing_pipeline import Pipeline
 from kerastl.preprocessing.resize import Resize
+from kerastl.preprocessing.rgb_to_grayscale import RGBToGrayscale
 
 AUGMENT_PRESETS = ("none", "light", "medium", "strong")
 
@@ -71,7 +72,8 @@ def pipeline(
     """Layers that turn raw 0..255 images into what a backbone expects.
 
     In order: `GrayscaleToRGB` (checks the batch, casts to float, 1 -> 3
-    channels), `Resize` to the backbone's size (a `keras.layers.Resizing` that
+    channels; `RGBToGrayscale`, 3 -> 1 channel by luma, for a backbone that
+    takes grayscale images), `Resize` to the backbone's size (a `keras.layers.Resizing` that
     passes images already at that size through), the augmentation layers
     (training only), then `BackboneNormalization` with the recipe of the
     backbone's weights from the registry (caffe / tf / torch; nothing for
@@ -90,7 +92,12 @@ def pipeline(
         augment: a preset (`"none"`, `"light"`, `"medium"`, `"strong"`) or a
             list of Keras layers.
         mode: normalisation recipe (`"caffe"`, `"tf"`, `"torch"`, `"none"`);
-            overrides the backbone's. Required for backbones not in the registry.
+            overrides the backbone's. Required for backbones not in the
+            registry: the recipe their weights were trained with, which their
+            makers' code tells (`"tf"` for `x / 127.5 - 1`, that is
+            `(x / 255 - 0.5) * 2`; `"none"` for a model that rescales inside,
+            with a `Rescaling` or `Normalization` layer first). A grayscale
+            backbone takes `"tf"` or `"none"`.
         interpolation: passed to `keras.layers.Resizing`.
         crop_to_aspect_ratio: passed to `keras.layers.Resizing`.
         seed: seed of the augmentation layers.
@@ -113,19 +120,39 @@ def pipeline(
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a string. Received: name={name!r}")
     _check_seed(seed)
-    spec, size = _resolve_backbone(backbone)
+    spec, size, channels = _resolve_backbone(backbone)
     if mode is None:
         if spec is None:
             raise ValueError(
-                "The backbone is not a registry architecture, so its input recipe is "
-                "unknown: give it as `mode` ('caffe', 'tf', 'torch' or 'none'), e.g. "
-                "build_model(extractor, head, preprocessing=kerastl.preprocessing.pipeline("
-                "extractor, mode='tf')), or declare the architecture with "
-                "FeatureExtractor(..., arch='<registry name>'). "
-                f"Received: backbone={backbone!r}, mode=None"
+                "The backbone is not a registry architecture, so the input recipe its "
+                "weights were trained with is unknown to kerastl: give it as `mode`: "
+                "'tf' (x / 127.5 - 1), 'torch' (x / 255, then ImageNet mean and std), "
+                "'caffe' (BGR, ImageNet mean subtracted) or 'none' (0..255 as they are, "
+                "for a model that rescales inside), e.g. build_model(extractor, head, "
+                "preprocessing=kerastl.preprocessing.pipeline(extractor, mode='tf')); "
+                "or declare its architecture with FeatureExtractor(..., arch='<registry "
+                "name>'). To tell the recipe, read what its makers' code does to an image "
+                "before `predict`, or look at its first layers (a Rescaling or "
+                "Normalization layer there: 'none'); see 'A classifier kerastl does not "
+                f"know' in docs/backbones.md. Received: backbone={backbone!r}, mode=None"
             )
         mode = spec.preprocessing
-    layers = [GrayscaleToRGB(name="to_rgb")]
+    if channels == 1 and mode in ("caffe", "torch"):
+        raise ValueError(
+            f"The backbone takes 1-channel (grayscale) images, and the {mode!r} recipe "
+            "normalises the three RGB channels: give mode='tf' or 'none'. "
+            f"Received: mode={mode!r}"
+        )
+    if channels == 1:
+        layers = [RGBToGrayscale(name="to_grayscale")]
+    elif channels in (3, None):
+        layers = [GrayscaleToRGB(name="to_rgb")]
+    else:
+        raise ValueError(
+            f"The backbone takes {channels}-channel images; kerastl's preprocessing gives "
+            "1 (grayscale) or 3 (RGB) channels: build your own preprocessing layer and "
+            f"pass it to build_model(..., preprocessing=...). Received: backbone={backbone!r}"
+        )
     target = _resize_target(resize, size)
     if target is not None:
         _check_interpolation(interpolation)
@@ -153,19 +180,19 @@ def pipeline(
 
 
 def _resolve_backbone(backbone):
-    """(registry spec or None, input size (h, w) or None) of `backbone`."""
+    """(registry spec or None, input size (h, w) or None, channels or None) of `backbone`."""
     if backbone is None:
-        return None, None
+        return None, None, None
     if isinstance(backbone, str):
         spec = get_backbone(backbone)
-        return spec, (spec.default_size, spec.default_size)
+        return spec, (spec.default_size, spec.default_size), 3
     if isinstance(backbone, BackboneSpec):
-        return backbone, (backbone.default_size, backbone.default_size)
+        return backbone, (backbone.default_size, backbone.default_size), 3
     # A FeatureExtractor, read by duck typing: preprocessing sits upstream of it.
     image_shape = getattr(backbone, "image_shape", None)
     if image_shape is not None and hasattr(backbone, "spec"):
         size = tuple(image_shape[:2])
-        return backbone.spec, (None if None in size else size)
+        return backbone.spec, (None if None in size else size), image_shape[-1]
     raise ValueError(
         "`backbone` must be a FeatureExtractor, a registry name or a BackboneSpec. "
         f"Received: backbone={backbone!r}"
