@@ -1,5 +1,6 @@
 """`kerastl.fine_tune`: the two phases, what each trains, reported figures, resume after SIGKILL."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import pytest
 from support import calibrated_cnn, real_images, tf_mode
 
 import kerastl
-from kerastl.freeze import TrainPattern, TrainTopBlocks
+from kerastl.freeze import FreezeAll, TrainPattern, TrainTopBlocks
 from kerastl.training import checkpoints as checkpoints_module
 from kerastl.training.checkpoints import Checkpoints, variables_differ
 
@@ -579,9 +580,10 @@ def test_a_plan_gives_epochs_and_explicit_arguments_win(photos):
         TypeError, match=r"`epochs`.*required unless a `plan`.*Received: epochs=None"
     ):
         kerastl.fine_tune(_model(photos), (x, y), verbose=0)
-    plan = kerastl.recommend(5, "similar")  # little data: the head alone, 10 epochs
-    assert plan.epochs == 0 and plan.head_epochs == 10
-    # head_epochs=1 equals fine_tune's default, and is still the caller's choice.
+    # a plan that trains the head alone, to convergence
+    plan = dataclasses.replace(kerastl.recommend(5, "similar"), epochs=0, unfreeze=FreezeAll())
+    assert plan.epochs == 0 and plan.head_epochs == "auto"
+    # head_epochs=1 is the caller's choice over the plan's.
     history = kerastl.fine_tune(
         _model(photos), (x, y), plan=plan, head_epochs=1, batch_size=6, verbose=0
     )
@@ -615,3 +617,155 @@ def test_tf_data_and_torch_loaders_are_taken(photos):
     for source in sources.values():
         history = kerastl.fine_tune(_model(photos), source, source, epochs=1, verbose=0)
         assert len(history.history["val_loss"]) == 2 and history.final is not None
+
+
+# --- the head phase to convergence ----------------------------------------------------
+
+
+def _features(model, x):
+    """The features the head sees: the model's layers before it, as numpy float64."""
+    front = keras.Model(model.inputs, model.get_layer("head").input)
+    return keras.ops.convert_to_numpy(front(x, training=False)).astype("float64")
+
+
+def _objective(features, targets, kernel, bias, l2, binary):
+    """The solver's objective at the head's weights, and its gradient's largest entry.
+
+    The head holds `W / std` and `b - mean / std @ W` for the weights `W, b` found
+    on the standardised features: they are mapped back first.
+    """
+    mean, std = features.mean(axis=0), features.std(axis=0)
+    std[std == 0] = 1.0
+    z = (features - mean) / std
+    w = kernel * std[:, None]
+    b = bias + mean @ kernel
+    logits = z @ w + b
+    if binary:
+        p = 1 / (1 + np.exp(-logits[:, 0]))
+        loss = np.mean(np.logaddexp(0.0, logits[:, 0]) - targets * logits[:, 0])
+        error = (p - targets)[:, None] / len(z)
+    else:
+        logits = logits - logits.max(axis=1, keepdims=True)
+        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        onehot = np.eye(w.shape[1])[targets]
+        loss = -np.sum(onehot * log_p) / len(z)
+        error = (np.exp(log_p) - onehot) / len(z)
+    gradient = np.concatenate([(z.T @ error + l2 * w).ravel(), error.sum(axis=0)])
+    return loss + l2 / 2 * np.sum(w * w), float(np.max(np.abs(gradient))), loss
+
+
+@pytest.mark.parametrize("task", ["multiclass", "binary", "logits"])
+def test_the_converged_linear_head_is_the_lbfgs_optimum(photos, task):
+    from kerastl.training.converged_head import DEFAULT_L2
+
+    extractor = kerastl.FeatureExtractor(_backbone(photos), pooling="avg")
+    prep = kerastl.preprocessing.pipeline(extractor, mode="tf")
+    head = {
+        "multiclass": kerastl.heads.multiclass(3),
+        "binary": kerastl.heads.binary(),
+        "logits": kerastl.heads.multiclass(3, logits=True),
+    }[task]
+    model = kerastl.build_model(extractor, head, preprocessing=prep)
+    x, y = _data(photos)
+    if task == "binary":
+        y = (y == 1).astype("int64")
+    history = kerastl.fine_tune(model, (x, y), epochs=0, batch_size=6, verbose=0)
+    assert history.phases == ["head"] and len(history.epoch) == 1
+    features = _features(model, x)
+    dense = model.get_layer("head").dense_layers[-1]
+    kernel = keras.ops.convert_to_numpy(dense.kernel).astype("float64")
+    bias = keras.ops.convert_to_numpy(dense.bias).astype("float64")
+    objective, gradient, loss = _objective(features, y, kernel, bias, DEFAULT_L2, task == "binary")
+    # The optimum: the gradient of the penalised loss vanishes (up to float32 weights).
+    assert gradient < 1e-3, gradient
+    # The head's training loss is the solution's (Keras clips probabilities at 1e-7).
+    assert history.history["loss"][0] == pytest.approx(loss, rel=1e-3, abs=1e-5)
+    # And the model predicts what the assigned weights compute.
+    logits = features @ kernel + bias
+    if task == "binary":
+        expected = 1 / (1 + np.exp(-logits))
+    elif task == "logits":
+        expected = logits
+    else:
+        expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+        expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_l2_penalty_is_chosen_on_validation(photos):
+    from kerastl.training.converged_head import L2_PATH
+
+    x, y = _data(photos)
+    model = _model(photos)
+    # Validation labels that disagree with the training ones: the strongest penalty
+    # (the flattest head) has the lowest validation loss.
+    history = kerastl.fine_tune(model, (x, y), (x, (y + 1) % 3), epochs=0, batch_size=6, verbose=0)
+    features = _features(model, x)
+    dense = model.get_layer("head").dense_layers[-1]
+    kernel = keras.ops.convert_to_numpy(dense.kernel).astype("float64")
+    bias = keras.ops.convert_to_numpy(dense.bias).astype("float64")
+    _, gradient, _ = _objective(features, y, kernel, bias, L2_PATH[0], False)
+    assert gradient < 1e-3
+    assert "val_loss" in history.history and len(history.history["val_loss"]) == 1
+
+
+def test_head_epochs_keeps_the_epoch_count(photos):
+    x, y = _data(photos)
+    history = kerastl.fine_tune(
+        _model(photos), (x, y), epochs=1, head_epochs=3, batch_size=6, verbose=0
+    )
+    # Three head epochs of Adam from a random head: the old behaviour, not the solver's.
+    assert history.phase_boundaries == [3] and len(history.epoch) == 4
+    assert history.history["loss"][0] > history.history["loss"][2]
+    with pytest.raises(ValueError, match=r"head_epochs.*'auto'.*Received: head_epochs='all'"):
+        kerastl.fine_tune(_model(photos), (x, y), epochs=1, head_epochs="all", verbose=0)
+    with pytest.raises(ValueError, match=r"head_sweep.*head_epochs=N.*head_epochs='auto'"):
+        kerastl.fine_tune(_model(photos), (x, y), (x, y), epochs=0, head_sweep=True, verbose=0)
+
+
+def test_a_head_with_hidden_layers_trains_until_its_loss_stops_improving(photos):
+    extractor = kerastl.FeatureExtractor(_backbone(photos), pooling="avg")
+    prep = kerastl.preprocessing.pipeline(extractor, mode="tf")
+    head = kerastl.heads.multiclass(3, hidden=(8,))
+    model = kerastl.build_model(extractor, head, preprocessing=prep)
+    x, y = _data(photos)
+    before = float(model.evaluate(x, y, verbose=0, return_dict=True)["loss"])
+    history = kerastl.fine_tune(model, (x, y), epochs=0, lr=1e-2, batch_size=6, verbose=0)
+    assert len(history.epoch) == 1
+    assert history.history["loss"][0] < before
+
+
+class _Crash(keras.callbacks.Callback):
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise RuntimeError("crash")
+
+
+def test_a_converged_head_phase_resumes_in_phase_two(photos, tmp_path):
+    x, y = _data(photos)
+    data = kerastl.data.from_arrays(x, y, batch_size=6, shuffle=False)
+    args = dict(epochs=2, lr=1e-2, verbose=0)
+    with pytest.raises(RuntimeError, match="crash"):
+        kerastl.fine_tune(
+            _model(photos), data, checkpoint_dir=tmp_path / "run", callbacks=[_Crash(2)], **args
+        )
+    state, _ = Checkpoints(str(tmp_path / "run")).latest()
+    assert state["epochs_done"] == 2 and state["phase"] == 1
+    resumed_model = _model(photos)
+    resumed = kerastl.fine_tune(
+        resumed_model, data, checkpoint_dir=tmp_path / "run", callbacks=[_Crash(-1)], **args
+    )
+    straight_model = _model(photos)
+    straight = kerastl.fine_tune(straight_model, data, callbacks=[_Crash(-1)], **args)
+    assert resumed.phase_boundaries == straight.phase_boundaries == [1]
+    np.testing.assert_allclose(
+        resumed.history["loss"], straight.history["loss"], rtol=1e-4, atol=1e-6
+    )
+    for a, b in zip(resumed_model.weights, straight_model.weights, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-4, atol=1e-5
+        )

@@ -120,7 +120,7 @@ def train(args, out):
     out_path = args.out
     if not out_path.endswith(".keras"):
         raise UsageError(f"--out must name a .keras file, got {out_path!r}")
-    if args.epochs + args.head_epochs == 0:
+    if args.epochs == 0 and args.head_epochs == 0:
         raise UsageError("--epochs and --head-epochs are both 0: nothing to train")
     model, train_data, validation, classes = _data_and_model(args, out, args.augment)
     out.say(f"backbone {args.backbone}, backend {keras.config.backend()}")

@@ -25,6 +25,16 @@ def _non_negative_int(text):
     return value
 
 
+def _epochs_or_auto(text):
+    """`auto` (train until the loss stops improving) or an int >= 0."""
+    if text == "auto":
+        return text
+    try:
+        return _non_negative_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an int >= 0, got {text!r}") from None
+
+
 def _positive_int(text):
     value = _non_negative_int(text)
     if value == 0:
@@ -128,7 +138,10 @@ def build_parser():
     _training_arguments(train)
     train.add_argument("--epochs", type=_non_negative_int, default=5, help="fine-tuning epochs")
     train.add_argument(
-        "--head-epochs", type=_non_negative_int, default=5, help="epochs of the new head alone"
+        "--head-epochs",
+        type=_epochs_or_auto,
+        default="auto",
+        help="epochs of the new head alone (default: auto, until its loss stops improving)",
     )
     train.add_argument("--lr", type=_positive_float, default=1e-3)
     train.add_argument("--augment", choices=("none", "light", "medium", "strong"), default="none")

@@ -20,15 +20,16 @@ import textwrap
 
 from kerastl._checks import is_finite_number
 from kerastl.backbones.registry import get_backbone
-from kerastl.freeze.policies import FreezeAll, FreezeNone, FreezePolicy, TrainFraction
+from kerastl.freeze.policies import FreezeNone, FreezePolicy, TrainFraction
 from kerastl.heads.builders import binary, multiclass
+from kerastl.training.data_advisor import MAX_IMAGES, describe, measure, similarity_of
 
 SIMILARITIES = ("similar", "different")
 LITTLE_DATA = 100
 """Images per class from which `recommend` calls the data "much" (see `recommend`)."""
 
-_HEAD_EPOCHS_LITTLE = 10
-_HEAD_EPOCHS_MUCH = 1
+_HEAD_EPOCHS_LITTLE = "auto"
+_HEAD_EPOCHS_MUCH = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +63,8 @@ class Plan:
         head_kwargs: options for `kerastl.heads.multiclass` / `binary`
             (`plan.head(n_classes)` builds the head with them).
         explanation: why, in a few sentences.
+        scores: with `recommend(data=...)`, `((cut, LogME), ...)` of the
+            scored cut points, shallowest first; else `None`.
     """
 
     regime: str
@@ -71,7 +74,7 @@ class Plan:
     threshold: float
     n_classes: int | None
     backbone: str | None
-    head_epochs: int
+    head_epochs: int | str
     epochs: int
     lr: float
     lr_mult: float
@@ -80,6 +83,7 @@ class Plan:
     cut: str | None
     head_kwargs: dict = dataclasses.field(hash=False)
     explanation: str = ""
+    scores: tuple | None = None
 
     def head(self, n_classes=None, **options):
         """The recommended head: `binary` for 2 classes, `multiclass` for more.
@@ -128,7 +132,16 @@ class Plan:
 
 
 def recommend(
-    n_samples_per_class, similarity="similar", n_classes=None, backbone=None, threshold=LITTLE_DATA
+    n_samples_per_class=None,
+    similarity=None,
+    n_classes=None,
+    backbone=None,
+    threshold=LITTLE_DATA,
+    *,
+    data=None,
+    model=None,
+    max_images=MAX_IMAGES,
+    batch_size=32,
 ):
     """The transfer-learning recipe for your amount of data and task: a `Plan` for `fine_tune`.
 
@@ -138,18 +151,24 @@ def recommend(
     pretraining task, and fine-tuning helps most when there is enough data to
     move them without overfitting):
 
-    - **little data, similar task**: the backbone stays frozen and only a
-      linear head trains on its top features (`FreezeAll()`, `epochs=0`,
-      `head_epochs=10`, `lr=1e-3`, head dropout 0.3). The top features already
-      describe the classes; fine-tuning millions of weights on a few images
-      per class would memorise them. `lr_mult` stays `fine_tune`'s 100, so
-      opening the backbone anyway (`epochs=..., unfreeze=...`) keeps low rates.
-    - **little data, different task**: the same frozen backbone and linear
-      head, but on earlier, more generic features: `cut="S16"` (the last
-      stride-16 layer; for a registry backbone whose deepest key is S16, the
-      key before it). The last stage's features are the most specific to
-      ImageNet (Yosinski et al.), so they transfer worst to a far task.
-    - **much data, similar task**: the head trains one epoch, then the top 30%
+    - **little data** (either task): a linear head trains to convergence on
+      the frozen features (`head_epochs="auto"`: a logistic regression solved
+      exactly on the cached features; no head dropout), then the whole
+      backbone fine-tunes for 10 epochs at `fine_tune`'s low, layer-wise
+      decreasing rates with BatchNorm frozen (`FreezeNone()`, `lr_mult=100`,
+      `bn="frozen"`): `fine_tune`'s defaults. The classic advice, a frozen
+      backbone, guards against overfitting a few images; under a converged
+      head at these rates, phase 2 does not overfit them, and it gains.
+      Measured on the `fer` mini-Xception, 10 labels per class, 3 seeds,
+      TensorFlow: digits 0.897 against 0.885 for the converged head alone
+      and 0.891 for the top 30% fine-tuned; faces vs non-faces 0.994 against
+      0.991 and 0.993; the Keras guide's frozen recipe by hand 0.25 and 0.66.
+      For a **different task** and a registry backbone, the plan also cuts at
+      earlier, more generic features: `cut="S16"` (the last stride-16 layer;
+      for a registry backbone whose deepest key is S16, the key before it), as
+      the last stage's features are the most specific to the pretraining
+      (Yosinski et al.).
+    - **much data, similar task**: the head trains to convergence, then the top 30%
       of the backbone's weighted layers fine-tune for 5 epochs
       (`TrainFraction(0.3)`, `lr_mult=100`, BatchNorm frozen): fastai's
       `fine_tune` rates (head at `lr / 2`, first block 100x lower) and the
@@ -157,14 +176,14 @@ def recommend(
       since they need not change for a similar task, which also saves memory
       and time. A fraction of layers fits every backbone, where
       `TrainTopBlocks(n)` fails on backbones with fewer than `n` blocks.
-    - **much data, different task**: the head trains one epoch, then the whole
+    - **much data, different task**: the head trains to convergence, then the whole
       backbone fine-tunes for 10 epochs (`FreezeNone()`), with a flatter rate
       profile (`lr_mult=10`: early layers must adapt too) and BatchNorm
       statistics re-estimated on the new images (`bn="train"`, AdaBN, Li et
       al. 2016; use `bn="affine"` with batches under ~16).
 
-    All phase-1 rates are `lr=1e-3`, Adam's default and the Keras
-    transfer-learning guide's rate for a new head. Pass `early_stopping=` and a
+    All plans' `lr=1e-3` (phase 2 peaks at `lr / 2`) is Adam's default and the
+    Keras transfer-learning guide's rate for a new head. Pass `early_stopping=` and a
     validation set to `fine_tune` to stop earlier than the plan's epochs.
 
     The `threshold` of 100 images per class is a rule of thumb, not a law:
@@ -177,16 +196,34 @@ def recommend(
     means natural photographs of objects like ImageNet's; a different one,
     e.g. medical, satellite, microscopy or document images.
 
+    **From your data** (`recommend(data=..., model=...)`): the number of
+    images and classes are counted, and the similarity is measured, not
+    guessed: the frozen backbone runs once over the images (up to
+    `max_images`), its candidate cut points (the feature keys of a registry
+    backbone, else the end of each stage) are scored by LogME on your labels,
+    and the task is "similar" when the deepest features score best, else
+    "different" (`kerastl.training.data_advisor`). The scores are in
+    `plan.scores` and the explanation.
+
     Args:
         n_samples_per_class: training images per class (an average is fine),
-            a number > 0.
+            a number > 0. Counted from `data` when it is given.
         similarity: `"similar"` or `"different"`: how close the task is to the
-            backbone's pretraining.
+            backbone's pretraining (default `"similar"`). Measured from
+            `data` when it is given.
         n_classes: the number of classes (>= 2), for `plan.head()`; or `None`.
         backbone: a registry name (`kerastl.backbones.list_backbones()`): the
             plan's `cut` is then one of its feature keys. `None`: no cut is
             named (the explanation says where to cut).
         threshold: images per class from which the data counts as "much".
+        data: labelled training images, as `fine_tune` takes them (arrays,
+            a `kerastl.data` dataset, `tf.data`, a torch `DataLoader`), scaled
+            as `model` takes them; with `model`.
+        model: the model `fine_tune` will train (`kerastl.build_model`) or its
+            `FeatureExtractor`: its backbone is scored. Its head, if any, must
+            have a class for every label.
+        max_images: the most images scored (the first ones of a shuffled pass).
+        batch_size: images per batch of the scoring pass.
 
     Returns:
         A frozen `Plan`.
@@ -196,10 +233,10 @@ def recommend(
     ```python
     plan = kerastl.recommend(40, similarity="different", n_classes=5, backbone="resnet50")
     print(plan.regime)  # little data, different task
-    print(plan.unfreeze, plan.epochs, plan.cut)  # FreezeAll() 0 S16
+    print(plan.unfreeze, plan.epochs, plan.cut)  # FreezeNone() 10 S16
     plan = kerastl.recommend(500, "similar", n_classes=3)
     print(plan.unfreeze, plan.head_epochs, plan.epochs, plan.lr_mult)
-    # TrainFraction(f=0.3) 1 5 100.0
+    # TrainFraction(f=0.3) auto 5 100.0
     backbone = keras.Sequential(
         [keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, name="conv")], name="tiny"
     )
@@ -212,6 +249,61 @@ def recommend(
     print(history.phases, len(history.epoch))  # ['head', 'fine-tune'] 6
     ```
     """
+    if data is not None or model is not None:
+        return _from_data(
+            data,
+            model,
+            n_samples_per_class,
+            similarity,
+            n_classes,
+            backbone,
+            threshold,
+            max_images,
+            batch_size,
+        )
+    if n_samples_per_class is None:
+        raise TypeError(
+            "recommend() needs `n_samples_per_class` (training images per class), or "
+            "`data=` and `model=` to count and measure from. Received: n_samples_per_class=None"
+        )
+    return _fixed_plan(n_samples_per_class, similarity, n_classes, backbone, threshold)
+
+
+def _from_data(
+    data, model, n_samples, similarity, n_classes, backbone, threshold, max_images, batch_size
+):
+    if data is None or model is None:
+        missing = "data" if data is None else "model"
+        raise ValueError(
+            "recommend() measures the plan from `data=` (labelled images) and `model=` "
+            f"(the model or FeatureExtractor to train) together. Received: {missing}=None"
+        )
+    for name, value in (("n_samples_per_class", n_samples), ("similarity", similarity)):
+        if value is not None:
+            raise ValueError(
+                f"With `data=`, `{name}` is measured from the data: leave it out. "
+                f"Received: {name}={value!r}"
+            )
+    if n_classes is not None:
+        n_classes = _check_n_classes(n_classes)
+    scores, per_class, classes, extractor = measure(
+        data, model, max_images=max_images, batch_size=batch_size
+    )
+    if n_classes is not None and n_classes != classes:
+        raise ValueError(
+            f"`data` holds {classes} classes, not n_classes={n_classes}. "
+            f"Received: n_classes={n_classes}"
+        )
+    if backbone is None and extractor.spec is not None:
+        backbone = extractor.spec.name
+    plan = _fixed_plan(per_class, similarity_of(scores), classes, backbone, threshold)
+    return dataclasses.replace(
+        plan, explanation=f"{describe(scores)} {plan.explanation}", scores=tuple(scores)
+    )
+
+
+def _fixed_plan(n_samples_per_class, similarity, n_classes, backbone, threshold):
+    similarity = "similar" if similarity is None else similarity
     if isinstance(n_samples_per_class, bool) or not isinstance(n_samples_per_class, numbers.Real):
         raise TypeError(
             "`n_samples_per_class` must be a number (training images per class). "
@@ -256,33 +348,40 @@ def recommend(
     )
     cut = None
     if data == "little":
+        # Measured (docs/fine_tuning.md): phase 2 under the converged head beats the head
+        # alone on both tasks; dropout on the converged head only adds noise (digits, 10
+        # per class: 0.879 with 0.3, 0.897 without).
         head_epochs, epochs, lr_mult, unfreeze, bn = (
             _HEAD_EPOCHS_LITTLE,
-            0,
+            10,
             100.0,
-            FreezeAll(),
+            FreezeNone(),
             "frozen",
         )
-        head_kwargs = {"dropout": 0.3}
+        head_kwargs = {}
+        tune = (
+            "a linear head trains to convergence on them, then the whole backbone fine-tunes "
+            "for 10 epochs at low, layer-wise decreasing rates with BatchNorm frozen (10 "
+            "labels per class: 0.897 against 0.885 for the frozen head alone on digits, "
+            "0.994 against 0.991 on faces)."
+        )
         if similarity == "similar":
             why = (
-                f"{count} The backbone's top features already describe classes like yours, "
-                "so only a linear head trains on them (the backbone stays frozen: "
-                "fine_tune(..., epochs=plan.epochs) runs the head phase only)."
+                f"{count} The backbone's top features already describe classes like yours: "
+                f"{tune} At these rates, under a head that already fits, the few images are "
+                "not overfitted."
             )
         else:
             cut = _earlier_cut(spec) if spec is not None else None
             where = (
-                f"cut {spec.name} at {cut!r}"
+                f"cut {spec.name} at {cut!r}, where the features are more generic; "
                 if cut
-                else "cut the backbone before its last stage "
-                "(FeatureExtractor(..., cut='S16') for a registry backbone)"
+                else "cut the backbone before its last stage, where the features are more "
+                "generic (FeatureExtractor(..., cut='S16') for a registry backbone); "
             )
             why = (
-                f"{count} The last stage's features are the most specific to the "
-                "pretraining task and transfer worst to a different one: "
-                f"{where} and train only a linear head on those earlier, more generic "
-                "features, the backbone frozen."
+                f"{count} The task is far from the pretraining, so the frozen features "
+                f"fit it less well: {where}{tune}"
             )
     else:
         head_epochs = _HEAD_EPOCHS_MUCH
@@ -348,6 +447,8 @@ def _count(value):
 
 
 def _epochs(count):
+    if count == "auto":
+        return "until its loss stops improving"
     return f"{count} epoch{'s' if count != 1 else ''}"
 
 

@@ -28,7 +28,7 @@ from kerastl.training.head_sweep import sweep_grid
 # The default of an argument a plan may set: "not passed", told apart from any value.
 UNSET = object()
 # Arguments a plan may set: their defaults, used when neither the call nor a plan sets them.
-DEFAULTS = {"head_epochs": 1, "lr": 1e-3, "lr_mult": 100.0, "unfreeze": "none", "bn": None}
+DEFAULTS = {"head_epochs": "auto", "lr": 1e-3, "lr_mult": 100.0, "unfreeze": "none", "bn": None}
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 # Arguments that only shape phase 2 (fine-tuning the backbone).
 PHASE_TWO = ("unfreeze", "bn", "lr_mult", "layer_decay")
@@ -43,7 +43,7 @@ class Settings:
     extractor: object
     head: TaskHead
     epochs: int
-    head_epochs: int
+    head_epochs: int | str
     lr: float
     lr_mult: float
     layer_decay: float | None
@@ -67,9 +67,24 @@ class Settings:
     head_sweep: object
     grid: list | None
 
+    @property
+    def converge(self):
+        """Whether the head phase trains to convergence (`head_epochs="auto"`)."""
+        return self.head_epochs == "auto"
+
+    @property
+    def head_count(self):
+        """The head phase's epochs in the history: a converged head phase counts as one."""
+        return 1 if self.converge else self.head_epochs
+
     def make_optimizer(self, peak, steps):
-        """A fresh optimizer of the asked kind, its rate on the schedule up to `peak`."""
-        learning_rate = make_schedule(self.schedule, peak, steps, self.warmup)
+        """A fresh optimizer of the asked kind, its rate on the schedule up to `peak`.
+
+        `steps=None`: a phase of unknown length (a head trained until its loss stops
+        improving), at the constant rate `peak`.
+        """
+        schedule = "constant" if steps is None else self.schedule
+        learning_rate = make_schedule(schedule, peak, steps, self.warmup)
         extra = {"use_ema": True} if self.ema else {}
         if isinstance(self.optimizer, str):
             return type(keras.optimizers.get(self.optimizer))(learning_rate=learning_rate, **extra)
@@ -199,9 +214,15 @@ def _model_parts(model):
 def _check_epochs_and_rates(args):
     for arg in ("epochs", "head_epochs"):
         value = args[arg]
+        if arg == "head_epochs" and isinstance(value, str) and value == "auto":
+            continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise ValueError(f"`{arg}` must be an int >= 0. Received: {arg}={value!r}")
-    if args["epochs"] + args["head_epochs"] == 0:
+            also = ", or 'auto' (the head trains until its loss stops improving)"
+            raise ValueError(
+                f"`{arg}` must be an int >= 0{also if arg == 'head_epochs' else ''}. "
+                f"Received: {arg}={value!r}"
+            )
+    if args["epochs"] == 0 and args["head_epochs"] == 0:
         raise ValueError(
             "Nothing to train: `epochs` and `head_epochs` are both 0. "
             f"Received: epochs={args['epochs']}, head_epochs={args['head_epochs']}"
@@ -342,6 +363,13 @@ def _check_cache(args, validation):
         raise ValueError(
             "`head_sweep` trains heads in the head phase, and `head_epochs` is 0. "
             f"Received: head_sweep={sweep!r}, head_epochs=0"
+        )
+    if grid is not None and args["head_epochs"] == "auto":
+        raise ValueError(
+            "`head_sweep` trains each head of its grid for `head_epochs` epochs: pass "
+            "head_epochs=N. (The default, 'auto', trains one head to convergence; a linear "
+            "head then chooses its L2 penalty on `validation` itself.) "
+            f"Received: head_sweep={sweep!r}, head_epochs='auto'"
         )
     if cache is False:
         asked = {

@@ -9,9 +9,20 @@ those features; `fine_tune` asks it once per head phase and fits whatever
 """
 
 import dataclasses
+import math
 
 import keras
+import numpy as np
 
+from kerastl.training.converged_head import (
+    MAX_EPOCHS_CACHED,
+    MAX_EPOCHS_FULL,
+    PATIENCE,
+    PATIENCE_STEPS,
+    StopOnPlateau,
+    solvable,
+    solve_linear_head,
+)
 from kerastl.training.feature_cache import ViewBatches, cacheable, features_of, random_layers
 from kerastl.training.head_sweep import HeadSweep, train_heads
 
@@ -27,6 +38,8 @@ class Trainer:
         evaluate_arguments: the data arguments of `model.evaluate` on the validation
             data, or `None`.
         on_cache: whether `model` is the head on cached features.
+        features: on the cache, the training features and labels `(x, y)` as arrays
+            (augmented views flattened into images), else `None`.
     """
 
     model: keras.Model
@@ -34,6 +47,7 @@ class Trainer:
     validation_data: object = None
     evaluate_arguments: dict | None = None
     on_cache: bool = False
+    features: tuple | None = None
 
 
 def full_model_trainer(model, train, validation):
@@ -55,7 +69,8 @@ def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
         settings: the run's `fine_tune_args.Settings`.
         train: the training data's `DataAdapter`.
         validation: the validation data's `DataAdapter`, or `None`.
-        steps: the optimizer steps of the head phase (its schedule's length).
+        steps: the optimizer steps of the head phase (its schedule's length), or
+            `None` (a head trained to convergence, at a constant rate).
         epochs_done: the epochs the run has done (augmented views are drawn per epoch).
 
     Returns:
@@ -100,6 +115,10 @@ def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
         }
     shape = features.features.shape[2:] if views else features.features.shape[1:]
     model = _head_model(settings, head, shape, steps)
+    x, y = features.features, features.labels
+    if views:
+        x = x.reshape((-1, *x.shape[2:]))
+        y = None if y is None else np.repeat(np.asarray(y), views, axis=0)
     if views:
         # One copy per image per epoch, drawn from (seed, epoch): a resumed run draws
         # what an uninterrupted one would.
@@ -119,8 +138,58 @@ def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
             # The order kerastl batches keep; arrays are reshuffled every epoch as fit does.
             "shuffle": not train.keeps_order,
         }
-    trainer = Trainer(model, fit_arguments, validation_data, evaluate_arguments, on_cache=True)
+    trainer = Trainer(
+        model, fit_arguments, validation_data, evaluate_arguments, on_cache=True, features=(x, y)
+    )
     return trainer, None
+
+
+def converge_head(settings, trainer, *, steps_per_epoch):
+    """Trains the head of `trainer` until its loss stops improving; returns its history entry.
+
+    A linear head on cached features is solved exactly (`converged_head`);
+    any other head trains epochs at the constant rate `lr` until its training loss
+    stops improving (the best epoch kept). The entry holds what `fit` logs for an
+    epoch (`loss`, the metrics, `val_` ones with validation): for a solved head,
+    the model's evaluation on the training and validation features. The user's
+    callbacks do not see it: it is one epoch of the run's history.
+    """
+    head = settings.head
+    if trainer.features is not None and solvable(head, trainer.features[0]):
+        x, y = trainer.features
+        l2 = solve_linear_head(
+            head,
+            x,
+            y,
+            validation=trainer.validation_data,
+            label_smoothing=settings.label_smoothing,
+        )
+        model = trainer.model
+        logs = model.evaluate(x, y, batch_size=1024, verbose=0, return_dict=True)
+        if trainer.evaluate_arguments is not None:
+            held_out = model.evaluate(**trainer.evaluate_arguments, verbose=0, return_dict=True)
+            logs.update({f"val_{key}": value for key, value in held_out.items()})
+        logs = {key: float(value) for key, value in logs.items()}
+        if settings.verbose:
+            shown = ", ".join(f"{key} {value:.4f}" for key, value in logs.items())
+            print(f"Head phase: logistic regression solved by L-BFGS (l2={l2:g}): {shown}")
+        return logs
+    # Patience counted in steps as well: a few-batch epoch at a small rate moves the loss
+    # little, and "no better for 3 epochs" would end the phase long before convergence.
+    patience = max(PATIENCE, math.ceil(PATIENCE_STEPS / max(steps_per_epoch, 1)))
+    plateau = StopOnPlateau(patience=patience)
+    epochs = MAX_EPOCHS_CACHED if trainer.on_cache else MAX_EPOCHS_FULL
+    trainer.model.fit(
+        **trainer.fit_arguments,
+        validation_data=trainer.validation_data,
+        epochs=epochs,
+        callbacks=[plateau],
+        verbose=settings.verbose,
+    )
+    logs = plateau.restore()
+    if settings.verbose:
+        print(f"Head phase: {plateau.epochs} epochs, the loss stopped improving")
+    return logs
 
 
 def sweep_heads(settings, trainer, *, steps, epochs):
@@ -162,8 +231,9 @@ def _cacheable(settings, train):
         return None, None, "the training batches mix images at random (mix=)"
     if front is not None and train.has_weights:
         return None, None, "`train` has sample weights, which the cached features do not keep"
-    if front is not None and settings.callbacks:
-        # A callback sees the model being fit: on the cache, the head alone.
+    if front is not None and settings.callbacks and not settings.converge:
+        # A callback sees the model being fit: on the cache, the head alone. (A head
+        # trained to convergence is one step of the run: callbacks do not see it.)
         return None, None, "`callbacks` watch the full model, which the cache skips"
     return front, head, reason
 
