@@ -273,9 +273,12 @@ def chart(path, png):
     with open(path) as f:
         rows = json.load(f)
     backends = sorted({r["backend"] for r in rows})
-    groups = sorted({(r["task"], r["per_class"]) for r in rows if r["task"] != "demo"})
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.2), squeeze=False)
-    for ax, (task, count) in zip(axes[0], groups, strict=True):
+    tasks = sorted({r["task"] for r in rows if r["task"] != "demo"})
+    counts = sorted({r["per_class"] for r in rows if r["task"] != "demo"})
+    fig, axes = plt.subplots(
+        len(tasks), len(counts), figsize=(4.2 * len(counts), 3.6 * len(tasks)), squeeze=False
+    )
+    for ax, (task, count) in zip(axes.flat, [(t, c) for t in tasks for c in counts], strict=True):
         recipes = [
             name
             for name in RECIPES
@@ -301,8 +304,9 @@ def chart(path, png):
         ax.set_ylim(0, 1)
         ax.set_title(f"{task}, {count} labels/class")
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("held-out accuracy (mean ± std over seeds)")
-    axes[0][-1].legend(fontsize=8)
+    for row in axes:
+        row[0].set_ylabel("held-out accuracy\n(mean ± std over seeds)")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 
@@ -346,17 +350,12 @@ def report(path):
 
 
 def onednn_workaround():
-    """oneDNN (the CPU kernels of torch 2.13 and TensorFlow 2.20) segfaults in the
-    backward pass of this network's 1x1 stride-2 convolutions (8 -> 16 channels,
-    channels-last): fine-tuning it crashes in plain Keras too, on both backends.
-    Without oneDNN it runs. (Set before TensorFlow is imported.)"""
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    import keras
-
-    if keras.config.backend() == "torch":
-        import torch
-
-        torch.backends.mkldnn.enabled = False
+    """oneDNN's AVX-512 kernels (the CPU kernels of torch 2.13 and TensorFlow 2.21)
+    crash in the backward pass of this network's 1x1 stride-2 convolutions on an
+    AVX-512 CPU ("double free or corruption" on torch, a segfault on TensorFlow):
+    fine-tuning it crashes in plain Keras too. Capped at AVX2 they run (and keep
+    oneDNN's speed); set before TensorFlow or torch is imported."""
+    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
 
 def main():
@@ -382,7 +381,8 @@ def main():
         if args.chart:
             chart(args.report, args.chart)
         return
-    onednn_workaround()
+    if set(args.tasks) != {"demo"}:  # the demo's network runs as `kerastl demo` runs it
+        onednn_workaround()
     per_class = args.per_class or ([10] if args.quick else [5, 10, 25])
     seeds = args.seeds or (2 if args.quick else 3)
     max_test = args.max_test or (500 if args.quick else None)

@@ -214,6 +214,7 @@ def test_errors_are_one_line_with_the_exit_code(workspace, capsys):
     cases = [
         (("train", workspace / "missing"), 2, "does not exist"),
         (("train", data, "--epochs", "-1"), 2, "--epochs"),
+        (("train", data, "--head-epochs", "soon"), 2, "expected 'auto' or an int >= 0"),
         (("predict", workspace / "missing.keras", not_an_image), 2, "does not exist"),
         (("train", one_class), 1, "1 class folder"),
         (("train", data, "--backbone", "mobilenet_v9"), 2, "unknown backbone"),
@@ -282,3 +283,13 @@ def test_demo_quick(tmp_path):
     assert result["predicted"] in ["5", "6", "7", "8", "9"]
     assert os.path.exists(result["model"]) and os.path.exists(result["curves"])
     assert result["reloaded_on"] == keras.config.backend()
+
+
+@pytest.mark.backend_free
+def test_head_epochs_default_to_convergence():
+    from kerastl.cli.parser import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "photos"]).head_epochs == "auto"
+    assert parser.parse_args(["train", "photos", "--head-epochs", "3"]).head_epochs == 3
+    assert parser.parse_args(["train", "photos", "--head-epochs", "auto"]).head_epochs == "auto"

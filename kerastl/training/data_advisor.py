@@ -32,6 +32,7 @@ import numpy as np
 
 from kerastl._keras_private import producer
 from kerastl.data.adapter import adapt
+from kerastl.heads.task_head import TaskHead
 from kerastl.layers.feature_extractor import FeatureExtractor, find_extractor
 from kerastl.training.transferability import logme_of_codes
 
@@ -240,8 +241,6 @@ def _codes(labels, model):
 
 
 def _head_classes(model):
-    from kerastl.heads.task_head import TaskHead
-
     heads = [layer for layer in model.layers if isinstance(layer, TaskHead)]
     if len(heads) != 1 or heads[0].task not in ("binary", "multiclass"):
         return None
