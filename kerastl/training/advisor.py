@@ -11,7 +11,13 @@ different from the backbone's pretraining (ImageNet photographs):
 
 `recommend` turns a regime into a `Plan` that `kerastl.fine_tune` takes as
 `plan=`: its freeze policy, epochs, learning rates and BatchNorm mode, plus the
-head and the layer to cut the backbone at.
+head and the layer to cut the backbone at. Measured on a real pretrained
+network (benchmarks/transfer_suite.py), the table's advice did not hold under
+a converged head: fine-tuning the whole backbone at low, layer-wise rates beat
+the frozen head with 5 to 100 labels per class, on both a near and a far task.
+So every plan now fine-tunes as `fine_tune`'s defaults do; the regime still
+chooses the cut (earlier features for a different task with little data) and
+the explanation.
 """
 
 import dataclasses
@@ -20,7 +26,7 @@ import textwrap
 
 from kerastl._checks import is_finite_number
 from kerastl.backbones.registry import get_backbone
-from kerastl.freeze.policies import FreezeNone, FreezePolicy, TrainFraction
+from kerastl.freeze.policies import FreezeNone, FreezePolicy
 from kerastl.heads.builders import binary, multiclass
 from kerastl.training.data_advisor import MAX_IMAGES, describe, measure, similarity_of
 
@@ -168,19 +174,21 @@ def recommend(
       for a registry backbone whose deepest key is S16, the key before it), as
       the last stage's features are the most specific to the pretraining
       (Yosinski et al.).
-    - **much data, similar task**: the head trains to convergence, then the top 30%
-      of the backbone's weighted layers fine-tune for 5 epochs
-      (`TrainFraction(0.3)`, `lr_mult=100`, BatchNorm frozen): fastai's
-      `fine_tune` rates (head at `lr / 2`, first block 100x lower) and the
-      Keras guide's frozen BatchNorm. The early, generic layers stay fixed
-      since they need not change for a similar task, which also saves memory
-      and time. A fraction of layers fits every backbone, where
-      `TrainTopBlocks(n)` fails on backbones with fewer than `n` blocks.
+    - **much data, similar task**: the head trains to convergence, then the whole
+      backbone fine-tunes for 10 epochs (`FreezeNone()`, `lr_mult=100`,
+      BatchNorm frozen): `fine_tune`'s defaults. Opening only the top 30% of
+      the backbone's weighted layers for 5 epochs (`TrainFraction(0.3)`, the
+      plan this replaced) cost 0.1 points on average on digits with 100 labels
+      per class (0.4 on one seed of three); it saves memory and time, so pass
+      it as `unfreeze=` when those matter more.
     - **much data, different task**: the head trains to convergence, then the whole
-      backbone fine-tunes for 10 epochs (`FreezeNone()`), with a flatter rate
-      profile (`lr_mult=10`: early layers must adapt too) and BatchNorm
-      statistics re-estimated on the new images (`bn="train"`, AdaBN, Li et
-      al. 2016; use `bn="affine"` with batches under ~16).
+      backbone fine-tunes for 10 epochs (`FreezeNone()`, `lr_mult=100`,
+      BatchNorm frozen): `fine_tune`'s defaults. Measured on digits with 100
+      labels per class (TensorFlow, 3 seeds): 0.974 against 0.967 for the
+      converged head alone. The plan this replaced, a flatter rate profile
+      (`lr_mult=10`) with BatchNorm statistics re-estimated on the new images
+      (`bn="train"`, AdaBN), raised the training loss in phase 2 (0.068 ->
+      0.12-0.15) and scored 0.925.
 
     All plans' `lr=1e-3` (phase 2 peaks at `lr / 2`) is Adam's default and the
     Keras transfer-learning guide's rate for a new head. Pass `early_stopping=` and a
@@ -236,7 +244,7 @@ def recommend(
     print(plan.unfreeze, plan.epochs, plan.cut)  # FreezeNone() 10 S16
     plan = kerastl.recommend(500, "similar", n_classes=3)
     print(plan.unfreeze, plan.head_epochs, plan.epochs, plan.lr_mult)
-    # TrainFraction(f=0.3) auto 5 100.0
+    # FreezeNone() auto 10 100.0
     backbone = keras.Sequential(
         [keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, name="conv")], name="tiny"
     )
@@ -246,7 +254,7 @@ def recommend(
     x = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3)).astype("uint8")
     y = np.arange(12) % 3
     history = kerastl.fine_tune(model, (x, y), epochs=plan.epochs, plan=plan, verbose=0)
-    print(history.phases, len(history.epoch))  # ['head', 'fine-tune'] 6
+    print(history.phases, len(history.epoch))  # ['head', 'fine-tune'] 11
     ```
     """
     if data is not None or model is not None:
@@ -385,20 +393,25 @@ def _fixed_plan(n_samples_per_class, similarity, n_classes, backbone, threshold)
             )
     else:
         head_epochs = _HEAD_EPOCHS_MUCH
-        head_kwargs = {"dropout": 0.2}
+        head_kwargs = {}  # the converged head is fitted without dropout
+        epochs, lr_mult, unfreeze, bn = 10, 100.0, FreezeNone(), "frozen"
+        measured = (
+            "(digits, 100 labels per class: 0.974 against 0.967 for the head alone and "
+            "0.973 with only the top 30% of layers open"
+        )
         if similarity == "similar":
-            epochs, lr_mult, unfreeze, bn = 5, 100.0, TrainFraction(0.3), "frozen"
             why = (
-                f"{count} The head trains first on frozen features, then the top 30% of "
-                "the backbone fine-tunes at low, layer-wise decreasing rates; its early, "
-                "generic layers need not change for a task like its pretraining."
+                f"{count} After the head converges, the whole backbone fine-tunes for 10 "
+                "epochs at low, layer-wise decreasing rates with BatchNorm frozen "
+                f"{measured}; TrainFraction(0.3) as `unfreeze` saves memory and time at "
+                "that small cost)."
             )
         else:
-            epochs, lr_mult, unfreeze, bn = 10, 10.0, FreezeNone(), "train"
             why = (
-                f"{count} The task is far from the pretraining, so after a head epoch the "
-                "whole backbone fine-tunes, early layers at only 10x lower rates, and "
-                "BatchNorm re-estimates its statistics on the new images."
+                f"{count} The task is far from the pretraining, so after the head converges "
+                "the whole backbone fine-tunes for 10 epochs at low, layer-wise decreasing "
+                f"rates with BatchNorm frozen {measured}; re-estimating BatchNorm on the new "
+                "images with 10x flatter rates un-learned: 0.925)."
             )
     return Plan(
         regime=regime,
