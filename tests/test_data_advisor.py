@@ -96,7 +96,11 @@ def _bad_cases(emotion_model, faces):
     return [
         (dict(data=(scaled, np.zeros_like(labels)), model=extractor), ValueError, "2 classes"),
         (dict(data=(scaled[:0], labels[:0]), model=extractor), ValueError, "data"),
-        (dict(data=(scaled, many), model=two), ValueError, r"labels \[2, 3, 4\]"),
+        (
+            dict(data=(scaled, many), model=two),
+            ValueError,
+            r"binary labels outside \[0, 1\]. Received: data labels such as \[2, 3, 4\]",
+        ),
         (dict(data=(scaled, labels)), ValueError, r"Received: model=None"),
         (dict(model=extractor), ValueError, r"Received: data=None"),
         (dict(data=(scaled, labels), model="emotion.h5"), TypeError, r"Received: model="),

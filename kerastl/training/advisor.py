@@ -34,9 +34,6 @@ SIMILARITIES = ("similar", "different")
 LITTLE_DATA = 100
 """Images per class from which `recommend` calls the data "much" (see `recommend`)."""
 
-_HEAD_EPOCHS_LITTLE = "auto"
-_HEAD_EPOCHS_MUCH = "auto"
-
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
@@ -355,18 +352,18 @@ def _fixed_plan(n_samples_per_class, similarity, n_classes, backbone, threshold)
         "fine-tuning the backbone pays off without overfitting."
     )
     cut = None
+    # Every regime fine-tunes as `fine_tune`'s defaults do (measured: docs/fine_tuning.md);
+    # no head dropout: the converged head is fitted without it (digits, 10 per class:
+    # 0.879 with 0.3, 0.897 without).
+    head_epochs, epochs, lr_mult, unfreeze, bn, head_kwargs = (
+        "auto",
+        10,
+        100.0,
+        FreezeNone(),
+        "frozen",
+        {},
+    )
     if data == "little":
-        # Measured (docs/fine_tuning.md): phase 2 under the converged head beats the head
-        # alone on both tasks; dropout on the converged head only adds noise (digits, 10
-        # per class: 0.879 with 0.3, 0.897 without).
-        head_epochs, epochs, lr_mult, unfreeze, bn = (
-            _HEAD_EPOCHS_LITTLE,
-            10,
-            100.0,
-            FreezeNone(),
-            "frozen",
-        )
-        head_kwargs = {}
         tune = (
             "a linear head trains to convergence on them, then the whole backbone fine-tunes "
             "for 10 epochs at low, layer-wise decreasing rates with BatchNorm frozen (10 "
@@ -392,9 +389,6 @@ def _fixed_plan(n_samples_per_class, similarity, n_classes, backbone, threshold)
                 f"fit it less well: {where}{tune}"
             )
     else:
-        head_epochs = _HEAD_EPOCHS_MUCH
-        head_kwargs = {}  # the converged head is fitted without dropout
-        epochs, lr_mult, unfreeze, bn = 10, 100.0, FreezeNone(), "frozen"
         measured = (
             "(digits, 100 labels per class: 0.974 against 0.967 for the head alone and "
             "0.973 with only the top 30% of layers open"

@@ -28,7 +28,7 @@ import math
 import keras
 import numpy as np
 
-from kerastl.training.transferability import _lbfgs
+from kerastl.training.transferability import _lbfgs, softmax_objective
 
 # The L2 penalties (on the standardised features' weights, added to the mean
 # cross-entropy as `l2 / 2 |W|^2`) tried along the path when `validation` is given,
@@ -159,28 +159,27 @@ class StopOnPlateau(keras.callbacks.Callback):
 
 
 def _solve(z, targets, l2, start, binary):
-    n, d = z.shape
     k = 1 if binary else targets.shape[1]
+    theta = np.zeros(z.shape[1] * k + k) if start is None else start
+    return _lbfgs(_objective(z, targets, l2, binary), theta, _MAX_ITER, _TOL)
+
+
+def _objective(z, targets, l2, binary):
+    """`theta -> (loss, gradient)` of the head's penalised mean cross-entropy."""
+    if not binary:
+        return softmax_objective(z, targets, l2)
+    n, d = z.shape
+    t = targets[:, None]
 
     def loss_and_grad(theta):
-        w, b = theta[: d * k].reshape(d, k), theta[d * k :]
+        w, b = theta[:d].reshape(d, 1), theta[d:]
         logits = z @ w + b
-        if binary:
-            t = targets[:, None]
-            # softplus(l) - t l, written to stay finite for large |l|
-            loss = np.sum(np.logaddexp(0.0, logits) - t * logits) / n
-            error = (1.0 / (1.0 + np.exp(-logits)) - t) / n
-        else:
-            logits = logits - logits.max(axis=1, keepdims=True)
-            log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-            loss = -np.sum(targets * log_p) / n
-            error = (np.exp(log_p) - targets) / n
-        loss += l2 / 2 * np.sum(w * w)
-        grad = np.concatenate([(z.T @ error + l2 * w).ravel(), error.sum(axis=0)])
-        return loss, grad
+        # softplus(l) - t l, written to stay finite for large |l|
+        loss = np.sum(np.logaddexp(0.0, logits) - t * logits) / n + l2 / 2 * np.sum(w * w)
+        error = (1.0 / (1.0 + np.exp(-logits)) - t) / n
+        return loss, np.concatenate([(z.T @ error + l2 * w).ravel(), error.sum(axis=0)])
 
-    theta = np.zeros(d * k + k) if start is None else start
-    return _lbfgs(loss_and_grad, theta, _MAX_ITER, _TOL)
+    return loss_and_grad
 
 
 def _unpack(theta, d, binary):
@@ -189,14 +188,8 @@ def _unpack(theta, d, binary):
 
 
 def _cross_entropy(z, targets, theta, binary):
-    weights, bias = _unpack(theta, z.shape[1], binary)
-    logits = z @ weights + bias
-    if binary:
-        t = targets[:, None]
-        return float(np.mean(np.logaddexp(0.0, logits) - t * logits))
-    logits = logits - logits.max(axis=1, keepdims=True)
-    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    return float(-np.sum(targets * log_p) / len(z))
+    """The unpenalised mean cross-entropy of the solution `theta` on `(z, targets)`."""
+    return float(_objective(z, targets, 0.0, binary)(theta)[0])
 
 
 def _targets(head, y, smoothing):

@@ -32,9 +32,9 @@ import numpy as np
 
 from kerastl._keras_private import producer
 from kerastl.data.adapter import adapt
-from kerastl.heads.task_head import TaskHead
+from kerastl.heads.head_info import find_head
 from kerastl.layers.feature_extractor import FeatureExtractor, find_extractor
-from kerastl.training.transferability import logme_of_codes
+from kerastl.training.transferability import encode_labels, logme_of_codes
 
 MAX_CANDIDATES = 4
 """The deepest this many cut points are scored."""
@@ -56,6 +56,9 @@ def measure(data, model, *, max_images=MAX_IMAGES, batch_size=32):
     if max_images < 10:
         raise ValueError(f"`max_images` must be an int >= 10. Received: max_images={max_images!r}")
     adapted = adapt(data, "data", batch_size=batch_size, needs_labels=True)
+    head = find_head(model)
+    if head is not None:  # labels it lacks: refused now, or batch by batch for a stream
+        adapted.check_labels(head)
     candidates = cut_points(extractor)
     scorer = _scorer(extractor, candidates)
     features = [[] for _ in candidates]
@@ -72,7 +75,7 @@ def measure(data, model, *, max_images=MAX_IMAGES, batch_size=32):
         if seen >= max_images:
             break
     labels = np.concatenate(labels)[:max_images]
-    codes, n_classes = _codes(labels, model)
+    codes, n_classes = _codes(labels)
     scores = [
         (name, logme_of_codes(np.concatenate(store)[:max_images], codes))
         for name, store in zip(candidates, features, strict=True)
@@ -203,45 +206,24 @@ def _parents(layer):
         inputs = layer.input
     except (AttributeError, ValueError):
         return []
-    tensors = keras.tree.flatten(inputs)
-    history = [getattr(tensor, "_keras_history", None) for tensor in tensors]
-    return [h.operation.name for h in history if h is not None]
+    made_by = [producer(tensor)[0] for tensor in keras.tree.flatten(inputs)]
+    return [parent.name for parent in made_by if parent is not None]
 
 
 def _output_layer(backbone):
-    tensor = backbone.outputs[0]
-    history = getattr(tensor, "_keras_history", None)
-    if history is not None:
-        return history.operation.name
-    return backbone.layers[-1].name
+    layer, _ = producer(backbone.outputs[0])
+    return backbone.layers[-1].name if layer is None else layer.name
 
 
-def _codes(labels, model):
-    """Label codes 0 .. k - 1, checked against the classes `model`'s head has."""
-    labels = np.asarray(labels)
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        labels = labels.argmax(axis=1)
-    labels = labels.reshape(len(labels))
-    values, codes = np.unique(labels, return_inverse=True)
-    if len(values) < 2:
-        received = f"every label is {values[0]!r}" if len(values) else "no labels"
+def _codes(labels):
+    """Label codes 0 .. k - 1 and k, refusing fewer than 2 classes."""
+    codes = encode_labels(labels, len(labels), "data")
+    if codes.size == 0 or codes.max() < 1:
+        received = (
+            f"every label is {np.asarray(labels).ravel()[0]!r}" if codes.size else "no labels"
+        )
         raise ValueError(
             "`data` must hold at least 2 classes to plan a classifier for them. "
             f"Received: {received}"
         )
-    outputs = _head_classes(model) if isinstance(model, keras.Model) else None
-    if outputs is not None and labels.dtype.kind in "iu":
-        lacking = values[(values < 0) | (values >= outputs)]
-        if len(lacking):
-            raise ValueError(
-                f"`data` has labels the model's head lacks: it has {outputs} classes (ids "
-                f"0 .. {outputs - 1}). Received: labels {lacking[:5].tolist()}"
-            )
-    return codes.reshape(-1), len(values)
-
-
-def _head_classes(model):
-    heads = [layer for layer in model.layers if isinstance(layer, TaskHead)]
-    if len(heads) != 1 or heads[0].task not in ("binary", "multiclass"):
-        return None
-    return 2 if heads[0].task == "binary" else heads[0].num_outputs
+    return codes, int(codes.max()) + 1

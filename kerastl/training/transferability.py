@@ -219,21 +219,29 @@ def _probe_predictions(x, y, x_test, classes):
 
 def _fit_softmax(x, y, classes, l2, max_iter=500, tol=1e-5):
     """`(W, b)` minimising the mean cross-entropy of `softmax(x W + b)` plus `l2 / 2 |W|^2`."""
+    d = x.shape[1]
+    objective = softmax_objective(x, np.eye(classes)[y], l2)
+    theta = _lbfgs(objective, np.zeros(d * classes + classes), max_iter, tol)
+    return theta[: d * classes].reshape(d, classes), theta[d * classes :]
+
+
+def softmax_objective(x, targets, l2):
+    """`theta -> (loss, gradient)`: the mean cross-entropy of `softmax(x W + b)` against
+    `targets` (rows of class probabilities) plus `l2 / 2 |W|^2`, `theta = [W.ravel(), b]`."""
     n, d = x.shape
-    onehot = np.eye(classes)[y]
+    k = targets.shape[1]
 
     def loss_and_grad(theta):
-        w, b = theta[: d * classes].reshape(d, classes), theta[d * classes :]
+        w, b = theta[: d * k].reshape(d, k), theta[d * k :]
         logits = x @ w + b
         logits -= logits.max(axis=1, keepdims=True)
         log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        loss = -np.sum(onehot * log_p) / n + l2 / 2 * np.sum(w * w)
-        error = (np.exp(log_p) - onehot) / n
+        loss = -np.sum(targets * log_p) / n + l2 / 2 * np.sum(w * w)
+        error = (np.exp(log_p) - targets) / n
         grad = np.concatenate([(x.T @ error + l2 * w).ravel(), error.sum(axis=0)])
         return loss, grad
 
-    theta = _lbfgs(loss_and_grad, np.zeros(d * classes + classes), max_iter, tol)
-    return theta[: d * classes].reshape(d, classes), theta[d * classes :]
+    return loss_and_grad
 
 
 def _lbfgs(loss_and_grad, theta, max_iter, tol, memory=10):
