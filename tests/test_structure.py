@@ -26,6 +26,7 @@ LEVELS = [
     {"saving"},
     {"training"},
     {"callbacks"},  # GradualUnfreezing recompiles through training's helpers
+    {"evaluation"},  # after training: interpret, Grad-CAM, calibrate, TTA, the report
     {"predictor"},
     {"__init__"},
     {"cli"},  # the command line: above everything, it imports the package itself
