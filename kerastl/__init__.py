@@ -7,6 +7,7 @@ from kerastl import (
     backbones,
     callbacks,
     data,
+    evaluation,
     freeze,
     heads,
     layers,
@@ -18,6 +19,7 @@ from kerastl import (
 )
 from kerastl._version import __version__
 from kerastl.backbones.weights import WeightsDownloadError
+from kerastl.evaluation import Calibration, Interpretation, calibrate, grad_cam, interpret
 from kerastl.layers import FeatureExtractor, GeMPooling2D, GlobalPooling2D
 from kerastl.models import build_model
 from kerastl.predictor import Prediction, Predictor
@@ -45,9 +47,11 @@ from kerastl.training import (
 
 __all__ = [
     "__version__",
+    "Calibration",
     "ExportDependencyError",
     "FeatureExtractor",
     "FineTuneHistory",
+    "Interpretation",
     "GeMPooling2D",
     "GlobalPooling2D",
     "Plan",
@@ -58,13 +62,17 @@ __all__ = [
     "backbones",
     "build_model",
     "cache_features",
+    "calibrate",
     "callbacks",
     "data",
+    "evaluation",
     "explain",
     "fine_tune",
     "export",
     "freeze",
+    "grad_cam",
     "heads",
+    "interpret",
     "layers",
     "load_model",
     "load_weights_by_name",

@@ -11,6 +11,7 @@ import numpy as np
 from kerastl._checks import check_positive_int, is_finite_number
 from kerastl.backbones.recipes import PREPROCESSING_MODES
 from kerastl.data.images import read_image
+from kerastl.evaluation.tta import check_tta, predict_probabilities
 from kerastl.preprocessing.backbone_normalization import BackboneNormalization
 from kerastl.saving.load import load_model, read_metadata
 
@@ -56,6 +57,9 @@ class Predictor:
             `"0"`, `"1"`, ... for a model saved without names.
         batch_size: images per forward pass.
         threshold: multilabel heads: the probability at which a label counts.
+        tta: test-time augmentation: `None` (default), `"flip"`, `"crops"` or
+            `"flip+crops"`; the probabilities are averaged over the views
+            (`kerastl.evaluation.tta.views`). Costs one forward pass per view.
         safe_mode: passed to `kerastl.load_model` for paths.
 
     Example:
@@ -81,6 +85,7 @@ class Predictor:
         batch_size: int = 32,
         threshold: float = 0.5,
         safe_mode: bool = True,
+        tta: str | None = None,
     ) -> None:
         # The arguments first: a wrong one is named before any model loads.
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -90,6 +95,7 @@ class Predictor:
             )
         if class_names is not None:
             class_names = _check_names(class_names)
+        self.tta = check_tta(tta)
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model, compile=False, safe_mode=safe_mode)
         if not isinstance(model, keras.Model):
@@ -170,10 +176,10 @@ class Predictor:
             same_size = len({image.shape for image in images}) == 1
             batches = [np.stack(images)] if same_size else [image[None] for image in images]
             for batch in batches:
-                outputs = self.model.predict(
-                    self._preprocess(batch), batch_size=len(batch), verbose=0
+                rows = predict_probabilities(
+                    self.model, self._preprocess(batch), self.task, self.logits, self.tta
                 )
-                results.extend(self._decode(row, top_k) for row in np.asarray(outputs, "float64"))
+                results.extend(self._decode(row, top_k) for row in rows)
         return results
 
     # --- inputs ---------------------------------------------------------------
@@ -203,14 +209,8 @@ class Predictor:
 
     # --- outputs --------------------------------------------------------------
 
-    def _decode(self, row, top_k):
-        if self.task == "binary":
-            p = float(_sigmoid(row[0]) if self.logits else row[0])
-            probs = np.array([1.0 - p, p])
-        elif self.task == "multiclass":
-            probs = _softmax(row) if self.logits else row
-        else:
-            probs = _sigmoid(row) if self.logits else row
+    def _decode(self, probs, top_k):
+        """A `Prediction` from one row of probabilities (binary: `[1 - p, p]`)."""
         order = np.argsort(-probs, kind="stable")
         top = [(self.class_names[i], float(probs[i])) for i in order[:top_k]]
         if self.task == "multilabel":
@@ -254,12 +254,3 @@ def _backbone_size(backbone, model):
             f"Received: backbone={backbone!r} in the metadata of model={model.name!r}"
         )
     return tuple(None if s is None else int(s) for s in sizes)
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _softmax(x):
-    e = np.exp(x - np.max(x))
-    return e / e.sum()

@@ -36,6 +36,7 @@ OPTIONAL = {
     "PIL",
     "tensorflow",
     "torch",
+    "jax",  # the gradient shim (kerastl/evaluation/_gradients.py)
     "h5py",
     "fcntl",
     "msvcrt",

@@ -238,6 +238,18 @@ class TaskHead(keras.layers.Layer):
             self.dense_layers[-1].bias.assign(_prior_bias(self.priors, self.task))
 
     def call(self, inputs, training=None):
+        return finish_outputs(self._pre_activation(inputs, training), self.output_activation)
+
+    def scores(self, inputs):
+        """The output before its activation, in inference mode: float32 `(batch, num_outputs)`.
+
+        A classifier's logits (what softmax or sigmoid would turn into
+        probabilities; with `logits=True`, the output itself): the class
+        scores Grad-CAM differentiates. A regression head's output.
+        """
+        return finish_outputs(self._pre_activation(inputs, training=False), None)
+
+    def _pre_activation(self, inputs, training):
         x = inputs
         if len(x.shape) == 4:
             x = self._pool(x)
@@ -247,7 +259,7 @@ class TaskHead(keras.layers.Layer):
             if self.dropout:
                 x = self.dropout_layers[i](x, training=training)
             x = dense(x)
-        return finish_outputs(x, self.output_activation)
+        return x
 
     def _pool(self, x):
         if self.pooler is None:  # flatten

@@ -405,6 +405,53 @@ def find_extractor(model_or_layer):
     return found[0] if found else None
 
 
+def extractor_and_front(model, purpose):
+    """The `FeatureExtractor` in `model`, and the layers before it as a model (or `None`).
+
+    `model` is a `FeatureExtractor` (no front) or a functional model built
+    around one (`kerastl.build_model`). `purpose` ends the `TypeError` for a
+    model without one: what the caller needs the extractor for.
+    """
+    if isinstance(model, FeatureExtractor):
+        return model, None
+    extractor = find_extractor(model) if isinstance(model, keras.layers.Layer) else None
+    if extractor is None:
+        raise TypeError(
+            "`model` must be a kerastl.FeatureExtractor or a model holding one "
+            f"(kerastl.build_model): {purpose}. Received: model={model!r}"
+        )
+    inputs = input_of(extractor, model) if isinstance(model, keras.Model) else None
+    if inputs is None or not model.inputs:
+        raise ValueError(
+            "`model` must be a functional model built around its FeatureExtractor "
+            "(kerastl.build_model), or pass the FeatureExtractor itself. Received: "
+            f"model={getattr(model, 'name', model)!r}"
+        )
+    if any(inputs is tensor for tensor in model.inputs):
+        return extractor, None
+    images = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return extractor, keras.Model(images, inputs, name="before_the_backbone")
+
+
+def input_of(layer, model):
+    """The tensor `layer` takes in `model`'s graph (the layer may serve other models).
+
+    `None` when `layer` is not in the graph, takes several tensors, or `model`
+    has no graph (a subclassed model).
+    """
+    stack, seen = list(keras.tree.flatten(getattr(model, "outputs", None) or [])), set()
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        made_by, inputs = _keras_private.producer(tensor)
+        if made_by is layer:
+            return inputs[0] if len(inputs) == 1 else None
+        stack.extend(inputs)
+    return None
+
+
 # --- helpers ---------------------------------------------------------------------
 
 

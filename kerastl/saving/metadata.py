@@ -262,7 +262,8 @@ def _head_config(model):
             config = layer.get_config()
         except Exception:  # noqa: BLE001 - any layer may refuse; the head is what we want
             continue
-        if isinstance(config, dict) and config.get("task") in TASKS:
+        # `num_outputs` too: a TemperatureScaling layer after the head names a task.
+        if isinstance(config, dict) and config.get("task") in TASKS and "num_outputs" in config:
             return config
     return None
 

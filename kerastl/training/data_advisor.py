@@ -33,7 +33,7 @@ import numpy as np
 from kerastl._keras_private import producer
 from kerastl.data.adapter import adapt
 from kerastl.heads.head_info import find_head
-from kerastl.layers.feature_extractor import FeatureExtractor, find_extractor
+from kerastl.layers.feature_extractor import extractor_and_front
 from kerastl.training.transferability import encode_labels, logme_of_codes
 
 MAX_CANDIDATES = 4
@@ -50,7 +50,7 @@ def measure(data, model, *, max_images=MAX_IMAGES, batch_size=32):
     `scores` is a list of `(layer name or feature key, LogME)` from the
     shallowest candidate to the deepest (the extractor's output).
     """
-    extractor, front = _extractor_and_front(model)
+    extractor, front = extractor_and_front(model, "its backbone is scored at each cut point")
     if isinstance(max_images, bool) or not isinstance(max_images, numbers.Integral):
         raise TypeError(f"`max_images` must be an int >= 10. Received: max_images={max_images!r}")
     if max_images < 10:
@@ -130,45 +130,6 @@ def cut_points(extractor):
 
 
 # --- helpers ---------------------------------------------------------------------
-
-
-def _extractor_and_front(model):
-    """The `FeatureExtractor` in `model`, and the layers before it (or `None`)."""
-    if isinstance(model, FeatureExtractor):
-        return model, None
-    extractor = find_extractor(model) if isinstance(model, keras.layers.Layer) else None
-    if extractor is None:
-        raise TypeError(
-            "`model` must be a kerastl.FeatureExtractor or a model holding one "
-            "(kerastl.build_model): its backbone is scored at each cut point. Received: "
-            f"model={model!r}"
-        )
-    inputs = _input_of(extractor, model) if isinstance(model, keras.Model) else None
-    if inputs is None or not model.inputs:
-        raise ValueError(
-            "`model` must be a functional model built around its FeatureExtractor "
-            "(kerastl.build_model), or pass the FeatureExtractor itself. Received: "
-            f"model={getattr(model, 'name', model)!r}"
-        )
-    if any(inputs is tensor for tensor in model.inputs):
-        return extractor, None
-    images = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return extractor, keras.Model(images, inputs, name="before_the_backbone")
-
-
-def _input_of(extractor, model):
-    """The tensor `extractor` takes in `model`'s graph (the extractor may serve others)."""
-    stack, seen = list(keras.tree.flatten(model.outputs)), set()
-    while stack:
-        tensor = stack.pop()
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        layer, inputs = producer(tensor)
-        if layer is extractor:
-            return inputs[0] if len(inputs) == 1 else None
-        stack.extend(inputs)
-    return None
 
 
 def _scorer(extractor, candidates):
