@@ -170,6 +170,22 @@ def test_calibration_lowers_held_out_nll_and_keeps_every_argmax(digits_model, tm
     assert len(again.model.layers) == len(fitted.model.layers)
 
 
+@pytest.mark.one_backend
+def test_the_evaluation_travels_with_the_saved_model(digits_model, tmp_path):
+    model, x, y = digits_model
+    found = kerastl.interpret(model, (x[300:400], y[300:400]))
+    path = tmp_path / "digits.keras"
+    kerastl.save_model(model, path, evaluation=found)
+    kept = kerastl.read_metadata(path)["evaluation"]
+    assert kept["images"] == 100 and kept["accuracy"] == pytest.approx(found.accuracy)
+    assert kept["confusion_matrix"] == found.confusion_matrix.tolist()
+    # Saved again without `evaluation`: the loaded model's figures stay.
+    kerastl.save_model(kerastl.load_model(path), path)
+    assert kerastl.read_metadata(path)["evaluation"] == kept
+    with pytest.raises(TypeError, match=r"Received: evaluation=0.9"):
+        kerastl.save_model(model, path, evaluation=0.9)
+
+
 @pytest.mark.parametrize("logits", [False, True])
 def test_binary_heads_calibrate_as_two_classes(logits):
     x, y = _digits()

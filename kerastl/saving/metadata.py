@@ -18,6 +18,7 @@ from kerastl._version import __version__
 from kerastl.layers import FeatureExtractor
 
 METADATA_VERSION = 1
+MAX_SAVED_MATRIX = 50  # classes: a larger confusion matrix is not kept in the metadata
 TASKS = ("binary", "multiclass", "multilabel", "regression")
 _CROSSENTROPY = {
     "binary_crossentropy": "binary",
@@ -47,14 +48,15 @@ def empty_metadata():
         "input_dtype": None,
         "history": None,  # {metric: [value per epoch]}, every phase end to end
         "history_phases": None,  # [{"name", "first_epoch", "epochs", "history"}] per phase
+        "evaluation": None,  # figures on labelled data (`kerastl.interpret(...).summary()`)
     }
 
 
-def describe_model(model, class_names=None, history=None, metadata=None):
+def describe_model(model, class_names=None, history=None, metadata=None, evaluation=None):
     """The metadata of `model` as `save_model` writes it; validates the arguments.
 
-    `class_names`, `history` and `metadata` fall back to what is attached to the
-    model already (by `load_model` or an earlier `save_model`).
+    `class_names`, `history`, `evaluation` and `metadata` fall back to what is
+    attached to the model already (by `load_model` or an earlier `save_model`).
     """
     attached = getattr(model, "kerastl_metadata", None) or {}
     meta = empty_metadata()
@@ -81,6 +83,10 @@ def describe_model(model, class_names=None, history=None, metadata=None):
         meta["history_phases"] = attached.get("history_phases")
     else:
         meta["history"], meta["history_phases"] = history_record(history)
+    if evaluation is None:
+        meta["evaluation"] = attached.get("evaluation")
+    else:
+        meta["evaluation"] = evaluation_record(evaluation)
     if metadata:
         meta.update(metadata)
     if meta["task"] is not None and meta["task"] not in TASKS:
@@ -90,6 +96,31 @@ def describe_model(model, class_names=None, history=None, metadata=None):
     _check_class_count(meta, class_names)
     meta["class_names"] = class_names
     return meta
+
+
+def evaluation_record(evaluation):
+    """The figures to keep: a `kerastl.interpret` result (its `summary()`) or a dict.
+
+    A confusion matrix of more than `MAX_SAVED_MATRIX` classes is left out (the
+    metadata must stay small enough to read back); the per-class rows stay.
+    """
+    summary = getattr(evaluation, "summary", None)
+    record = summary() if callable(summary) else evaluation
+    if not isinstance(record, dict):
+        raise TypeError(
+            "`evaluation` must be what kerastl.interpret returned or a dict of figures. "
+            f"Received: evaluation={evaluation!r}"
+        )
+    try:
+        record = json.loads(finite_json(record))
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"`evaluation` must be JSON-serialisable ({e}). Received: evaluation={evaluation!r}"
+        ) from None
+    matrix = record.get("confusion_matrix")
+    if isinstance(matrix, list) and len(matrix) > MAX_SAVED_MATRIX:
+        record["confusion_matrix"] = None
+    return record
 
 
 def history_record(history):

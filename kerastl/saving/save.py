@@ -18,6 +18,7 @@ def save_model(
     class_names: Sequence[str] | None = None,
     history: Any = None,
     metadata: dict[str, Any] | None = None,
+    evaluation: Any = None,
 ) -> dict[str, Any]:
     """Saves `model` as one `.keras` file that loads on every backend.
 
@@ -44,6 +45,11 @@ def save_model(
             (`history`).
         metadata: dict of extra JSON-serialisable entries; its keys override
             the inferred ones (e.g. `{"task": "multilabel"}`).
+        evaluation: how good the model is, kept with it: what
+            `kerastl.interpret` returned (its `summary()`: accuracy, per-class
+            figures, confusion matrix, ECE, the data's size) or a dict of
+            figures. `kerastl info` shows it. Defaults to the evaluation
+            already attached to the model.
 
     Returns:
         The metadata written, as a dict (also attached as
@@ -61,7 +67,9 @@ def save_model(
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model. Received: model={model!r}")
     path = _check_path(path)
-    meta = describe_model(model, class_names=class_names, history=history, metadata=metadata)
+    meta = describe_model(
+        model, class_names=class_names, history=history, metadata=metadata, evaluation=evaluation
+    )
     text = finite_json(meta)
     _check_metadata_size(text, meta, metadata)
 
@@ -97,6 +105,7 @@ def _check_metadata_size(text, meta, metadata):
         "class_names": meta["class_names"],
         "history": [meta["history"], meta["history_phases"]],
         "metadata": metadata,
+        "evaluation": meta["evaluation"],
     }
     sizes = {name: len(finite_json(value)) for name, value in parts.items()}
     arg = max(sizes, key=sizes.get)
