@@ -9,7 +9,8 @@ The classifier holds every serialisable kerastl part: the preprocessing `Pipelin
 (`GrayscaleToRGB`, `Resize` from 32 to 96 px, the "medium" augmentation,
 `BackboneNormalization`), a `FeatureExtractor` (registry MobileNetV2 with calibrated
 weights, a freeze policy, LoRA adapters on its top block, GeM pooling in
-`GlobalPooling2D`), a `TaskHead` with a hidden layer, compiled with `PerLayerLR` around
+`GlobalPooling2D`), a `TaskHead` with a hidden layer, the `TemperatureScaling` that
+`kerastl.calibrate` puts after it, compiled with `PerLayerLR` around
 Adam on a `OneCycle` schedule and kerastl's `SparseCategoricalCrossentropy`, trained one
 step. It is written three ways:
 
@@ -40,6 +41,7 @@ from support import calibrate_batchnorm, tf_mode
 import kerastl
 from kerastl import heads, preprocessing
 from kerastl.freeze import LoRA, TrainTopBlocks
+from kerastl.layers import TemperatureScaling
 from kerastl.layers.lora import adapters
 from kerastl.losses import SparseCategoricalCrossentropy
 from kerastl.optimizers import OneCycle, PerLayerLR
@@ -66,14 +68,21 @@ def classifier(weights):
         backbone_kwargs={"alpha": 0.35},
         name="feature_extractor",
     )
-    return kerastl.build_model(
+    built = kerastl.build_model(
         fx,
         heads.multiclass(3, hidden=(8,)),
         preprocessing.pipeline(fx, augment="medium", seed=0),
+        compile=False,
+    )
+    # Calibrated, as `kerastl.calibrate` leaves a model: a temperature after the head.
+    outputs = TemperatureScaling(1.5, name="temperature_scaling")(built.outputs[0])
+    model = keras.Model(built.inputs[0], outputs, name=built.name)
+    model.compile(
         optimizer=PerLayerLR(keras.optimizers.Adam(OneCycle(1e-2, 10)), multipliers=MULTIPLIERS),
         loss=SparseCategoricalCrossentropy(label_smoothing=0.1),
         metrics=["accuracy"],
     )
+    return model
 
 
 def every_lora_kind(photos):
