@@ -6,6 +6,7 @@ nox -s cross_backend         the 3 x 3 matrix of saves and loads (after the test
 nox -s keras_floor           private-API checks and smoke tests on the oldest Keras claimed
 nox -s "gpu(torch)"          GPU-marked tests and benchmarks/gpu_*.py, the machine's Python
 nox -s docs                  the documentation site (strict), checked in a headless browser
+nox -s report                the demo's evaluation report, checked in a headless browser
 """
 
 import json
@@ -104,6 +105,22 @@ def docs(session):
     session.install(*nox.project.dependency_groups(nox.project.load_toml("pyproject.toml"), "docs"))
     session.run("mkdocs", "build", "--strict", "--clean")
     session.run("python", "docs/site_tools/check_site.py", "site", *session.posargs)
+    if "--no-browser" not in session.posargs:
+        session.notify("report", [])  # the other page kerastl writes, checked the same way
+
+
+@nox.session
+def report(session):
+    """Writes the evaluation report of `kerastl demo --quick` and checks it in a headless
+    browser (docs/site_tools/check_report.py): it renders, its figures load, it links
+    nowhere else. Needs Chromium, like the docs session (which runs this one after it);
+    neither is among CI's default sessions. `nox -s report -- --screenshot report.png`
+    saves the whole page.
+    """
+    session.install("-e", ".[torch,demo]")
+    out = pathlib.Path(session.create_tmp()) / "demo"
+    session.run("kerastl", "demo", "--quick", "--out", str(out), env={"KERAS_BACKEND": "torch"})
+    session.run("python", "docs/site_tools/check_report.py", str(out / "report"), *session.posargs)
 
 
 @nox.session

@@ -129,13 +129,15 @@ def report_time(model_path, count, seed=0):
 def summarise(path):
     import numpy as np
 
-    rows = [json.loads(line) for line in open(path) if line.strip()]
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
     cells = {}
     for row in rows:
         if "report_images" in row:
             print(
                 f"report {row['backend']:<10} {row['report_images']} images: "
-                f"write_report {row['seconds_report']:.1f} s, interpret {row['seconds_interpret']:.1f} s"
+                f"write_report {row['seconds_report']:.1f} s, "
+                f"interpret {row['seconds_interpret']:.1f} s"
             )
             continue
         cells.setdefault((row["task"], row["backend"]), []).append(row)
@@ -147,7 +149,8 @@ def summarise(path):
             values = np.array([row[key] for row in group], "float64")
             parts.append(f"{key} {values.mean():.3f}±{values.std():.3f}")
         unchanged = all(row["argmax_unchanged"] for row in group)
-        print(f"{task:<7} {backend:<10} n={len(group)} argmax kept={unchanged}  " + "  ".join(parts))
+        head = f"{task:<7} {backend:<10} n={len(group)} argmax kept={unchanged}  "
+        print(head + "  ".join(parts))
 
 
 def main():

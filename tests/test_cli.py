@@ -7,6 +7,7 @@ runs. Usage errors end in the launcher before Keras is imported (fast).
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
+import kerastl
 from kerastl import cli
 from kerastl.cli.demo import small_cnn
 
@@ -119,6 +121,17 @@ def test_predict_and_info_read_the_trained_model(trained, workspace):
     assert code == 0, stderr
     assert "seven, three" in stdout and f"saved on      {keras.config.backend()}" in stdout
     assert "feature_extractor" in stdout  # the explain table
+    # A calibrated model saved with its evaluation: `info` shows both.
+    model = kerastl.load_model(workspace / "model.keras")
+    scaled = kerastl.layers.TemperatureScaling(2.0)(model.outputs[0])
+    calibrated = keras.Model(model.inputs[0], scaled, name=model.name)
+    calibrated.__dict__["kerastl_metadata"] = model.kerastl_metadata
+    evaluation = {"images": 26, "accuracy": 0.9, "ece": 0.05, "tta": "flip"}
+    kerastl.save_model(calibrated, workspace / "calibrated.keras", evaluation=evaluation)
+    code, stdout, stderr = kerastl_command("info", workspace / "calibrated.keras")
+    assert code == 0, stderr
+    assert "evaluation    accuracy 0.900, ECE 0.050 on 26 images, TTA flip" in stdout
+    assert "calibrated    temperature 2.000" in stdout
 
 
 def test_backbones_lr_find_and_export(workspace, trained):
@@ -203,6 +216,53 @@ def test_rank_compares_model_files_and_reuses_cached_features(workspace):
     assert result["recommendation"] in lines[-1]  # the text run's own recommendation
 
 
+def test_report_reads_the_folders_as_the_model_classes(workspace, tmp_path, capsys):
+    # The folders in another order than the model's classes, one class without a folder.
+    data = tmp_path / "data"
+    for name, count in (("seven", 3), ("three", 5)):
+        (data / name).mkdir(parents=True)
+        for i in range(count):
+            shutil.copy(workspace / "data" / name / f"{name}_{i}.png", data / name)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Flatten(),
+            kerastl.heads.multiclass(3, class_names=["three", "one", "seven"]),
+        ]
+    )
+    kerastl.save_model(model, tmp_path / "flat.keras")
+    args = ["report", tmp_path / "flat.keras", data, "--top-losses", 8]
+    code, stdout, stderr = kerastl_in_process(
+        *args, "--out", tmp_path / "report", "--json", capsys=capsys
+    )
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    support = {row["class"]: row["support"] for row in result["evaluation"]["per_class"]}
+    assert support == {"three": 5, "one": 0, "seven": 3}
+    top, files = result["evaluation"]["top_losses"], result["top_loss_files"]
+    for item, path in zip(top, files, strict=True):
+        assert pathlib.Path(path).parent.name == item["true"]  # each file, its folder's class
+    assert not result["gradcam"]["heatmaps"]  # no FeatureExtractor: the page says why
+    assert (tmp_path / "report" / "report.html").exists()
+    # For people: the headline figures, and where the page is.
+    code, stdout, stderr = kerastl_in_process(
+        *args, "--out", tmp_path / "again", "--tta", "flip", "--no-gradcam", capsys=capsys
+    )
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0].startswith("8 images in 2 folders, model flat.keras (3 classes)"), stdout
+    assert lines[1].startswith("accuracy ") and "ECE" in lines[1] and "(TTA flip)" in lines[1]
+    assert lines[-1] == f"report: {tmp_path / 'again' / 'report.html'}"
+    # A folder naming a class the model lacks: one line naming DATA_DIR and the class.
+    (data / "eight").mkdir()
+    shutil.copy(data / "seven" / "seven_0.png", data / "eight")
+    code, _, stderr = kerastl_in_process(*args, "--out", tmp_path / "x", capsys=capsys)
+    assert code == 1 and "'eight'" in stderr and repr(str(data)) in stderr, stderr
+    assert not (tmp_path / "x" / "report.html").exists()
+
+
 def test_errors_are_one_line_with_the_exit_code(workspace, capsys):
     data = workspace / "data"
     one_class = workspace / "one_class"
@@ -221,6 +281,11 @@ def test_errors_are_one_line_with_the_exit_code(workspace, capsys):
         (("rank", data, "--folds", "1"), 2, "--folds"),
         (("rank", data, "--candidates", workspace / "gone.keras"), 2, "gone.keras"),
         (("info", corrupt), 1, "corrupt.keras"),
+        (("report", corrupt, data, "--out", not_an_image), 2, "is a file, not a folder"),
+        (("report", corrupt, data, "--tta", "rotate"), 2, "--tta"),
+        (("report", corrupt, data, "--top-losses", "-1"), 2, "--top-losses"),
+        (("report", corrupt, workspace / "missing"), 2, "does not exist"),
+        (("report", corrupt, one_class), 1, "1 class folder"),
     ]
     for args, expected, text in cases:
         # Errors found after Keras is imported run in this process (a subprocess start
@@ -283,6 +348,21 @@ def test_demo_quick(tmp_path):
     assert result["predicted"] in ["5", "6", "7", "8", "9"]
     assert os.path.exists(result["model"]) and os.path.exists(result["curves"])
     assert result["reloaded_on"] == keras.config.backend()
+    # The fine-tuned model's report on the test images, heat maps and curves included.
+    assert result["report"] == str(tmp_path / "report" / "report.html")
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["evaluation"]["images"] == result["test_images"]
+    assert report["gradcam"]["heatmaps"] and report["training"]["epochs"] == 1
+
+
+@pytest.mark.backend_free
+def test_report_arguments():
+    from kerastl.cli.parser import TTA_MODES, build_parser
+    from kerastl.evaluation import TTA_MODES as EVALUATION_TTA_MODES
+
+    assert TTA_MODES == EVALUATION_TTA_MODES  # the parser imports no kerastl: a copy
+    args = build_parser().parse_args(["report", "m.keras", "photos"])
+    assert (args.out, args.tta, args.top_losses, args.no_gradcam) == ("report", None, 16, False)
 
 
 @pytest.mark.backend_free

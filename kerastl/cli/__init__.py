@@ -7,6 +7,7 @@
     kerastl lr-find DATA_DIR --backbone mobilenet_v2
     kerastl rank DATA_DIR --candidates mobilenet_v2 efficientnet_b0 resnet50
     kerastl export model.keras --format onnx --out model.onnx
+    kerastl report model.keras test_images/ --out report/
     kerastl demo
 
 Every subcommand takes `--backend tensorflow|jax|torch` (set before Keras is
@@ -35,6 +36,7 @@ HANDLERS = {
     "lr-find": commands.lr_find,
     "rank": commands.rank,
     "export": commands.export,
+    "report": commands.report,
     "demo": demo.run,
 }
 

@@ -6,11 +6,13 @@ import os
 import sys
 
 import keras
+import numpy as np
 
 import kerastl
 from kerastl.backbones.registry import get_backbone, list_backbones
 from kerastl.cli.output import UsageError
 from kerastl.data import IMAGE_EXTENSIONS
+from kerastl.evaluation.report import write_report
 from kerastl.training.plots import PlotDependencyError
 from kerastl.training.ranking import DEFAULT_CANDIDATES
 
@@ -213,9 +215,115 @@ def info(args, out):
     history = meta.get("history") or {}
     epochs = len(next(iter(history.values()), []))
     out.say(f"history       {epochs} epochs")
+    evaluation = meta.get("evaluation")
+    if isinstance(evaluation, dict):
+        out.say(f"evaluation    {_evaluation_line(evaluation)}")
+    temperature = kerastl.evaluation.calibration.temperature_of(model)
+    if temperature is not None:
+        out.say(f"calibrated    temperature {temperature:.3f}")
     out.say()
     rows = kerastl.explain(model, print_fn=out.say)
     return {"model": args.model, "metadata": meta, "layers": rows}
+
+
+def _evaluation_line(evaluation):
+    """The saved evaluation's headline: accuracy, macro F1, log loss, ECE, on how many images."""
+    parts = [
+        f"{label} {evaluation[key]:.3f}"
+        for key, label in (
+            ("accuracy", "accuracy"),
+            ("macro_f1", "macro F1"),
+            ("log_loss", "log loss"),
+            ("ece", "ECE"),
+        )
+        if isinstance(evaluation.get(key), (int, float))
+    ]
+    images = evaluation.get("images")
+    data = evaluation.get("data")
+    where = f" on {images} images" if images is not None else ""
+    where += f" ({data})" if isinstance(data, str) else ""
+    tta = f", TTA {evaluation['tta']}" if evaluation.get("tta") else ""
+    return (", ".join(parts) or "figures kept") + where + tta
+
+
+# --- report ---------------------------------------------------------------------------
+
+
+def report(args, out):
+    existing_file(args.model, "model file")
+    directory = existing_directory(args.data_dir, "DATA_DIR")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out!r} is a file, not a folder")
+    class_folders(directory)
+    model = kerastl.load_model(args.model, compile=False)
+    # The Predictor's reading of a model: its classes, the size and channels it takes.
+    reader = kerastl.Predictor(model)
+    if reader.recipe not in (None, "none"):
+        raise UsageError(
+            f"{args.model!r} leaves its input recipe ({reader.recipe}) to its caller: the "
+            "report feeds raw 0..255 pixels; build the model with its preprocessing inside "
+            "(kerastl.build_model)"
+        )
+    if reader.image_size is None:
+        raise UsageError(
+            f"{args.model!r} takes images of any size and its metadata names no backbone "
+            "size to read them at"
+        )
+    data = kerastl.data.from_directory(
+        directory,
+        image_size=reader.image_size,
+        batch_size=args.batch_size,
+        color_mode="grayscale" if reader.channels == 1 else "rgb",
+        shuffle=False,
+    )
+    folders = len(data.class_names)
+    _in_model_order(data, reader.class_names, directory)
+    out.say(
+        f"{len(data.images)} images in {folders} folders, model "
+        f"{os.path.basename(args.model)} ({len(reader.class_names)} classes), "
+        f"backend {keras.config.backend()}"
+    )
+    result = write_report(
+        model,
+        data,
+        args.out,
+        tta=args.tta,
+        top_losses=args.top_losses,
+        gradcam=not args.no_gradcam,
+        batch_size=args.batch_size,
+        title=args.title,
+    )
+    found, calibration = result["evaluation"], result["calibration"]
+    out.say(
+        f"accuracy {found['accuracy']:.3f}, macro F1 {found['macro_f1']:.3f}, "
+        f"log loss {found['log_loss']:.3f}, ECE {found['ece']:.3f}"
+        + (f" (TTA {found['tta']})" if found["tta"] else "")
+    )
+    if found["most_confused"]:
+        true, predicted, count = found["most_confused"][0]
+        out.say(f"most confused: {true} read as {predicted} ({count} images)")
+    if calibration["advice"]:
+        out.say(
+            f"calibration: temperature {calibration['temperature']:.2f} lowers the ECE to "
+            f"{calibration['ece_after']:.3f} on held-out folds: run kerastl.calibrate"
+        )
+    if result["gradcam"]["note"] and not args.no_gradcam:
+        out.say(result["gradcam"]["note"])
+    out.say(f"report: {result['files']['html']}")
+    return result
+
+
+def _in_model_order(data, class_names, directory):
+    """Relabels class-folder batches with the model's class ids (its output order)."""
+    unknown = [name for name in data.class_names if name not in class_names]
+    if unknown:
+        raise ValueError(
+            f"DATA_DIR {directory!r} holds a class folder {unknown[0]!r} that the model does "
+            f"not have (its classes: {', '.join(class_names)})"
+        )
+    ids = np.array([class_names.index(name) for name in data.class_names])
+    data.labels = ids[np.asarray(data.labels)]
+    data.class_names = list(class_names)
 
 
 # --- backbones, lr-find, export -----------------------------------------------------

@@ -19,7 +19,8 @@ With `--weights imagenet`, MobileNetV2's published ImageNet
 weights replace the digits-0-4 network (they must already be in the Keras
 cache directory).
 
-The model is saved, reloaded, and classifies one image file by name.
+The model is saved, reloaded, and classifies one image file by name; its
+evaluation report on the test images is written to `<out>/report/`.
 """
 
 import os
@@ -31,6 +32,7 @@ import numpy as np
 import kerastl
 from kerastl._keras_private import flatten_layers
 from kerastl.cli.output import UsageError
+from kerastl.evaluation.report import write_report
 from kerastl.training.plots import PlotDependencyError
 
 NEW_CLASSES = ["5", "6", "7", "8", "9"]
@@ -160,7 +162,11 @@ def run(args, out):
         )
         backbone_path = os.path.join(args.out, "digits_0_4.keras")
         pretrained.save(backbone_path)
-        extractor = kerastl.FeatureExtractor(backbone_path, cut="features", freeze="all")
+        # Cut at the last feature map, pooled by the extractor (the same features as the
+        # network's own `features` layer): the report's Grad-CAM needs the map.
+        extractor = kerastl.FeatureExtractor(
+            backbone_path, cut="stage2_pool", pooling="avg", freeze="all"
+        )
         preprocessing = False
         source = "digits 0-4"
     results["pretrained_on"] = source
@@ -218,6 +224,7 @@ def run(args, out):
     kerastl.save_model(model, path, class_names=NEW_CLASSES, history=history)
     results["model"] = os.path.abspath(path)
     results["curves"] = _curves(history, os.path.join(args.out, "curves.png"), out)
+    results["report"] = _evaluation_report(model, x_test, y_test, args.out, out)
     results.update(_classify_a_file(path, x_test[0], y_test[0], args.out, out))
     results["seconds"] = round(time.perf_counter() - started, 1)
     _report(results, epochs, scratch_epochs, out)
@@ -247,6 +254,18 @@ def _curves(history, path, out):
         out.say("   (curves not drawn: pip install 'kerastl[plot]')")
         return None
     return os.path.abspath(path)
+
+
+def _evaluation_report(model, x_test, y_test, directory, out):
+    """The fine-tuned model's report on the test images (`kerastl report`'s page)."""
+    try:
+        found = write_report(
+            model, (x_test, y_test), os.path.join(directory, "report"), title="kerastl demo"
+        )
+    except PlotDependencyError:
+        out.say("   (no report written: pip install 'kerastl[plot]')")
+        return None
+    return found["files"]["html"]
 
 
 def _classify_a_file(path, image, label, directory, out):
@@ -293,6 +312,8 @@ def _report(results, epochs, scratch_epochs, out):
     out.say(f"model: {results['model']}")
     if results.get("curves"):
         out.say(f"curves: {results['curves']}")
+    if results.get("report"):
+        out.say(f"report: {results['report']}")
     if results.get("image"):
         out.say(
             f"reloaded, it reads {os.path.basename(results['image'])} as "

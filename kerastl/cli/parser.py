@@ -13,6 +13,8 @@ BACKENDS = ("tensorflow", "jax", "torch")
 
 # `--input-recipe`: the registry's recipes, `auto` (the backbone's own) and `none` (raw 0..255).
 INPUT_RECIPES = ("auto", "caffe", "tf", "torch", "none")
+# `--tta`: kerastl.evaluation.TTA_MODES, written out (this module imports no kerastl).
+TTA_MODES = ("flip", "crops", "flip+crops")
 
 
 def _non_negative_int(text):
@@ -165,6 +167,39 @@ def build_parser():
     )
     info.add_argument("model", help="a .keras / .h5 model file")
 
+    report = _subparser(
+        subparsers,
+        "report",
+        "evaluate a saved classifier on a folder of class folders: one HTML page and a JSON file",
+        "kerastl report pets.keras test_photos/ --out report/ --tta flip",
+    )
+    report.add_argument("model", help="a .keras / .h5 model file")
+    report.add_argument(
+        "data_dir",
+        help="a folder of class folders (DATA_DIR/<class>/<image>), named as the model's classes",
+    )
+    report.add_argument(
+        "--out", default="report", help="the folder to write report.html and report.json into"
+    )
+    report.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="test-time augmentation: average the predictions over flipped and/or cropped views",
+    )
+    report.add_argument(
+        "--top-losses",
+        type=_non_negative_int,
+        default=16,
+        help="how many of the worst-predicted images to show (0: none)",
+    )
+    report.add_argument("--batch-size", type=_positive_int, default=32)
+    report.add_argument(
+        "--no-gradcam",
+        action="store_true",
+        help="leave the Grad-CAM heat maps off the top-loss images",
+    )
+    report.add_argument("--title", help="the page's title; default: Evaluation of <model name>")
+
     backbones = _subparser(
         subparsers,
         "backbones",
@@ -290,6 +325,8 @@ def check_paths(args):
         if looks_like_a_file and not os.path.isfile(name):
             problem = "is a directory, not a file" if os.path.isdir(name) else "does not exist"
             return f"--candidates: model file {name!r} {problem}"
+    if args.command == "report" and os.path.exists(args.out) and not os.path.isdir(args.out):
+        return f"--out {args.out!r} is a file, not a folder"
     cache_dir = getattr(args, "cache_dir", None)
     if cache_dir is not None and os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
         return f"--cache-dir {cache_dir!r} is a file, not a directory"

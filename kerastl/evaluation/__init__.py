@@ -9,6 +9,7 @@ model; `write_report` turns it all into one HTML page and a JSON file.
 from kerastl.evaluation.calibration import Calibration, calibrate
 from kerastl.evaluation.gradcam import grad_cam
 from kerastl.evaluation.interpretation import Interpretation, interpret
+from kerastl.evaluation.report import write_report
 from kerastl.evaluation.tta import TTA_MODES
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "calibrate",
     "grad_cam",
     "interpret",
+    "write_report",
 ]

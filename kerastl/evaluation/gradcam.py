@@ -135,6 +135,14 @@ def _parts(model):
             "its head directly (kerastl.build_model): Grad-CAM reruns that path. "
             f"Received: model={model.name!r}"
         )
+    maps = extractor.backbone.outputs
+    if len(maps) != 1 or len(maps[0].shape) != 4:
+        raise ValueError(
+            "Grad-CAM needs a feature map (batch, height, width, channels) from the "
+            f"backbone, and {extractor.name!r}'s backbone outputs "
+            f"{[tuple(t.shape) for t in maps]} (already pooled): cut it before its pooling "
+            f"(FeatureExtractor(..., cut=...)). Received: model={model.name!r}"
+        )
     _, front = extractor_and_front(model, "Grad-CAM reads its feature map")
     return extractor, head, front
 

@@ -72,14 +72,15 @@ def plot_reliability(rows, ece, path=None, *, after=None):
             color="#4c72b0",
             label="accuracy",
         )
-        axes.bar(
+        axes.bar(  # from accuracy to confidence, whichever is higher
             [row["lower"] for row in filled],
-            [row["confidence"] - row["accuracy"] for row in filled],
-            bottom=[row["accuracy"] for row in filled],
+            [abs(row["confidence"] - row["accuracy"]) for row in filled],
+            bottom=[min(row["confidence"], row["accuracy"]) for row in filled],
             width=width,
             align="edge",
-            color="#dd8452",
-            alpha=0.5,
+            facecolor="none",
+            edgecolor="#dd8452",
+            hatch="//",
             label="gap to confidence",
         )
         axes.plot([0, 1], [0, 1], "k--", linewidth=1)
@@ -139,7 +140,7 @@ def plot_top_losses(items, path=None, *, heatmaps=None, columns=4):
         axes.text(0.5, 0.5, "no mistakes to show", ha="center", va="center")
         axes.axis("off")
     figure.suptitle("true / predicted, probability of the prediction, loss", fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
     if path is not None:
         save_figure(figure, path)
     return figure
