@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 
+from kerastl.layers import TemperatureScaling
 from kerastl.saving import ExportDependencyError, export
 
 BACKEND = keras.config.backend()
@@ -18,6 +19,7 @@ def installed(*modules):
 
 
 def tiny():
+    """A small classifier ending as `kerastl.calibrate` leaves one: calibrated exports."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -25,6 +27,7 @@ def tiny():
             keras.layers.Conv2D(4, 3, activation="relu"),
             keras.layers.GlobalAveragePooling2D(),
             keras.layers.Dense(3, activation="softmax"),
+            TemperatureScaling(1.7),
         ]
     )
     model(np.zeros((1, 16, 16, 3), "float32"))  # exports need a called model
