@@ -8,6 +8,7 @@ instead of deep inside a training run.
 
 import contextlib
 import os
+import sys
 
 import keras
 from keras.src.utils import io_utils
@@ -227,4 +228,10 @@ def shard_batch(batch):
     if distribution is None or keras.config.backend() != "jax":
         return batch
     layout = distribution.get_data_layout(tuple(batch.shape))
+    jax = sys.modules["jax"]
+    if jax.process_count() > 1:
+        # Each process holds its own rows (`auto_shard_dataset=False`), as `fit` takes
+        # them: the global batch is made of every process's, as Keras' JAX trainer
+        # makes it (`TensorLayout.backend_layout`: the layout's JAX sharding).
+        return jax.make_array_from_process_local_data(layout.backend_layout, batch)
     return keras.distribution.distribute_tensor(batch, layout)

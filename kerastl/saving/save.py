@@ -2,11 +2,13 @@
 
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import keras
 
+from kerastl import _processes as processes
 from kerastl.files import archive
 from kerastl.files.atomic import replace_atomically
 from kerastl.saving.metadata import describe_model, finite_json
@@ -30,7 +32,10 @@ def save_model(
 
     The write is atomic: the archive is built in a hidden directory beside
     `path` and renamed over it, so a crash or kill mid-save leaves the earlier
-    file intact. Arguments are checked before anything is written.
+    file intact. Arguments are checked before anything is written. Trained in
+    several processes (one per host: `keras.distribution.initialize`, or
+    `torch.distributed`), every process calls it and process 0 writes the
+    file; the others wait until it is there.
 
     Args:
         model: a `keras.Model`.
@@ -73,9 +78,18 @@ def save_model(
     text = finite_json(meta)
     _check_metadata_size(text, meta, metadata)
 
-    with archive.staging_dir(path) as work:
+    # Several processes: each takes part in Keras' save (on JAX, fetching a variable
+    # that spans processes is collective), process 0 alone renames the file into place.
+    writer = processes.is_writer()
+    staging = archive.staging_dir(path) if writer else tempfile.TemporaryDirectory()
+    with staging as work:
         staged = os.path.join(work, "model.keras")
         model.save(staged)
+        if not writer:
+            processes.barrier(f"save_model {os.path.abspath(path)}")
+            meta = json.loads(text)
+            model.__dict__["kerastl_metadata"] = meta
+            return meta
         with archive.open_keras_zip(staged) as zf:
             size = zf.getinfo(archive.CONFIG).file_size
             if size > archive.MAX_CONFIG_BYTES:
@@ -90,6 +104,7 @@ def save_model(
         final = os.path.join(work, "final.keras")
         archive.rewrite(staged, final, config=config, extra={archive.KERASTL_METADATA: text})
         replace_atomically(final, path)
+    processes.barrier(f"save_model {os.path.abspath(path)}")
     meta = json.loads(text)
     model.__dict__["kerastl_metadata"] = meta  # plain attribute: not tracked, not saved
     return meta

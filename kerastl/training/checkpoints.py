@@ -11,6 +11,10 @@ temporary name, flushed, then renamed; `latest.json` then points at it,
 replaced atomically. A process killed at any moment leaves the previous
 checkpoint and pointer intact; leftovers of a killed write are removed by the
 next one.
+
+Several processes (`kerastl._processes`): process 0 writes, the others wait at a
+barrier until the checkpoint is complete; every process resumes from the same
+one. The run record keeps every process's data fingerprint, in process order.
 """
 
 import json
@@ -23,6 +27,7 @@ import zlib
 import keras
 import numpy as np
 
+from kerastl import _processes as processes
 from kerastl.files.atomic import replace_atomically, write_atomically
 from kerastl.files.directories import prepare_directory
 
@@ -98,10 +103,16 @@ class Checkpoints:
         `optimizer_of`: the model whose optimizer is saved (default `model`): the head
         model of a phase on cached features.
         """
-        owner = model if optimizer_of is None else optimizer_of
-        self._remove_partials()
         name = f"{_PREFIX}{int(state['epochs_done']):05d}"
         final = os.path.join(self.directory, name)
+        if processes.is_writer():
+            self._write(model, state, name, final, optimizer_of)
+        processes.barrier(f"checkpoint {name}")
+        return final
+
+    def _write(self, model, state, name, final, optimizer_of):
+        owner = model if optimizer_of is None else optimizer_of
+        self._remove_partials()
         partial = os.path.join(self.directory, f"{_PARTIAL}{name}-{os.getpid()}")
         os.makedirs(partial)
         variables = owner.optimizer.variables if owner.optimizer is not None else []
@@ -125,7 +136,6 @@ class Checkpoints:
         for other in os.listdir(self.directory):
             if other.startswith(_PREFIX) and other != name:
                 shutil.rmtree(os.path.join(self.directory, other), ignore_errors=True)
-        return final
 
     def restore(self, model, path, optimizer=True, optimizer_of=None):
         """Loads the weights at `path` into `model`; with `optimizer`, its built optimizer too.
@@ -205,10 +215,17 @@ def run_record(settings, model_variables, train, validation):
     (a `tf.data` set, a torch `DataLoader`, a generator) the record says so, and other data of the
     same kind cannot be told apart.
     """
+    train_print = _fingerprint(train)
+    validation_print = None if validation is None else _fingerprint(validation)
+    if processes.count() > 1:  # each process its own shard: all of them, in order
+        train_print = processes.gather_text(json.dumps(train_print))
+        validation_print = processes.gather_text(json.dumps(validation_print))
+        train_print = [json.loads(text) for text in train_print]
+        validation_print = [json.loads(text) for text in validation_print]
     return {
         "settings": settings,
-        "train": _fingerprint(train),
-        "validation": None if validation is None else _fingerprint(validation),
+        "train": train_print,
+        "validation": validation_print,
         "variables": describe_variables(model_variables),
     }
 
@@ -305,8 +322,12 @@ def _few(items, count=4):
 
 
 def _numpy(variable):
-    # Through the backend tensor: a torch parameter needs detaching first.
-    return keras.ops.convert_to_numpy(getattr(variable, "value", variable))
+    # Through the backend tensor: a torch parameter needs detaching first; a JAX
+    # variable replicated over several processes gives its local copy.
+    value = getattr(variable, "value", variable)
+    if not getattr(value, "is_fully_addressable", True):
+        return processes.local_value(value)
+    return keras.ops.convert_to_numpy(value)
 
 
 def _flush(f):

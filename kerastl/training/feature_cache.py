@@ -24,8 +24,10 @@ import math
 import keras
 import numpy as np
 
+from kerastl import _processes as processes
 from kerastl._checks import check_positive_int
 from kerastl._keras_private import batch_shards, shard_batch
+from kerastl._processes import local_rows
 from kerastl.data.adapter import DataAdapter, adapt
 from kerastl.heads.task_head import TaskHead
 from kerastl.layers.feature_extractor import FeatureExtractor, find_extractor
@@ -333,7 +335,7 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
             if count < size:
                 x = np.concatenate([x, np.repeat(x[-1:], size - count, axis=0)])
             # predict_on_batch runs one compiled step (an eager call is 3-10x slower).
-            features = np.asarray(front.predict_on_batch(shard_batch(x)))[:count]
+            features = _predict(front, x)[:count]
             sink.append(_cast(features, dtype))
             if y is not None and first_pass:
                 labels.append(y)
@@ -341,6 +343,19 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
             if progress is not None:
                 progress.update(step)
     return sink.finish(), (np.concatenate(labels) if labels else None)
+
+
+def _predict(front, x):
+    """`front`'s outputs for the batch `x`, as numpy.
+
+    `predict_on_batch` runs one compiled step (an eager call is 3-10x slower). In
+    several processes (JAX, `auto_shard_dataset=False`) Keras' `predict_on_batch`
+    cannot fetch a batch that spans them: the call runs on the global batch made of
+    every process's rows and each process keeps its own (`local_rows`).
+    """
+    if processes.count() > 1:
+        return local_rows(front(shard_batch(x), training=False))
+    return np.asarray(front.predict_on_batch(shard_batch(x)))
 
 
 def _passes(data, passes):

@@ -8,9 +8,11 @@ says whether a directory holds this run.
 """
 
 import dataclasses
+import json
 
 import keras
 
+from kerastl import _processes as processes
 from kerastl._keras_private import batch_shards, distribution_scope
 from kerastl.data.adapter import adapt, data_errors
 from kerastl.layers.lora import adapters
@@ -279,6 +281,7 @@ def fine_tune(
     data = [train] if validation is None else [train, validation]
     for each in data:
         each.check_labels(settings.head)
+    _check_processes_agree(settings, train, validation)
     checkpoints = None if checkpoint_dir is None else Checkpoints(checkpoint_dir)
     # Under tf.distribute the optimizers and the cache's head model are made in the
     # model's strategy scope; a JAX distribution is the one active here.
@@ -287,6 +290,40 @@ def fine_tune(
         for each in data:
             each.check_shards(shards)
         return _Run(settings, train, validation, checkpoints).run()
+
+
+def _check_processes_agree(settings, train, validation):
+    """Several processes (one per host): refuses, on every process and before any step,
+    settings or shard sizes that differ between them (a mismatch would hang a collective)."""
+    if processes.count() == 1:
+        return
+    own = {"settings": settings.record(), "train images": train.count}
+    if validation is not None:
+        own["validation images"] = validation.count
+    every = [json.loads(text) for text in processes.gather_text(json.dumps(own, default=str))]
+    names = [f"settings {key}" for key in own["settings"]]
+    names += [group for group in own if group != "settings"]
+    differ = [
+        name
+        for name in names
+        if len({json.dumps(_value(record, name), default=str) for record in every}) > 1
+    ]
+    if differ:
+        shown = "; ".join(
+            f"{name}: " + ", ".join(f"process {i} {_value(e, name)!r}" for i, e in enumerate(every))
+            for name in differ
+        )
+        raise ValueError(
+            "The processes of this run disagree: every process must call fine_tune with "
+            "the same settings and a shard of the same size (so that each step takes a "
+            f"batch from each). Received: {shown}"
+        )
+
+
+def _value(record, name):
+    if name.startswith("settings "):
+        return record["settings"].get(name[len("settings ") :])
+    return record[name]
 
 
 class _Run:

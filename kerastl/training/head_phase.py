@@ -14,6 +14,7 @@ import math
 import keras
 import numpy as np
 
+from kerastl import _processes as processes
 from kerastl.training.converged_head import (
     MAX_EPOCHS_CACHED,
     MAX_EPOCHS_FULL,
@@ -156,15 +157,21 @@ def converge_head(settings, trainer, *, steps_per_epoch):
     """
     head = settings.head
     if trainer.features is not None and solvable(head, trainer.features[0]):
-        x, y = trainer.features
+        # Several processes: each cached its own shard; the head is solved on all of
+        # them, the same on every process.
+        x, y = (processes.gather_rows(a, "features") for a in trainer.features)
+        validation = trainer.validation_data
+        if validation is not None:
+            validation = tuple(processes.gather_rows(a, "validation features") for a in validation)
         l2 = solve_linear_head(
             head,
             x,
             y,
-            validation=trainer.validation_data,
+            validation=validation,
             label_smoothing=settings.label_smoothing,
         )
         model = trainer.model
+        x, y = trainer.features  # each process its own rows, as `evaluate` takes them
         logs = model.evaluate(x, y, batch_size=1024, verbose=0, return_dict=True)
         if trainer.evaluate_arguments is not None:
             held_out = model.evaluate(**trainer.evaluate_arguments, verbose=0, return_dict=True)

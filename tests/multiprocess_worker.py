@@ -1,0 +1,85 @@
+"""One process of a multi-process `fine_tune` (JAX), as `tests/test_multiprocess.py` starts it.
+
+    python multiprocess_worker.py PROCESS_ID PROCESSES PORT OUT EPOCHS [disagree]
+
+Each process joins the job through Keras' own `keras.distribution.initialize`
+(JAX's CPU collectives over gloo, 127.0.0.1), trains under `DataParallel` with
+`auto_shard_dataset=False`, feeding its own shard of the digits: process `p` gets
+rows `p::PROCESSES` of every global batch, so one process fed the interleaved
+whole sees the same global batches. It runs `fine_tune` (the head solved on the
+cached features of every shard, then 2 epochs of the whole model) with
+checkpoints in OUT/checkpoints, sets a freeze policy, saves the model to
+OUT/model.keras, and writes OUT/result-<id>.json and OUT/weights-<id>.npz.
+With `disagree`, the last process has 8 images fewer and another learning rate.
+"""
+
+import json
+import os
+import sys
+
+process_id, processes, port, out, epochs = sys.argv[1:6]
+disagree = sys.argv[6:] == ["disagree"]
+process_id, processes, epochs = int(process_id), int(processes), int(epochs)
+os.environ["KERAS_BACKEND"] = "jax"
+
+import jax  # noqa: E402
+
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+import kerastl  # noqa: E402
+
+if processes > 1:
+    keras.distribution.initialize(f"127.0.0.1:{port}", processes, process_id)
+keras.distribution.set_distribution(keras.distribution.DataParallel(auto_shard_dataset=False))
+
+GLOBAL_BATCH = 16
+IMAGES = 96
+digits = load_digits()
+images = (digits.images[:IMAGES, ..., None] * (255 / 16)).astype("float32")
+labels = digits.target[:IMAGES]
+if processes > 1:  # this process's rows of every global batch
+    images, labels = images[process_id::processes], labels[process_id::processes]
+else:  # the same global batches, in one process: the shards interleaved
+    pass
+
+keras.utils.set_random_seed(0)
+inputs = keras.Input((8, 8, 1))
+x = keras.layers.Rescaling(1 / 255)(inputs)
+x = keras.layers.Conv2D(8, 3, padding="same", name="conv_0")(x)
+x = keras.layers.ReLU(name="relu_0")(x)
+x = keras.layers.Conv2D(16, 3, padding="same", name="conv_1")(x)
+x = keras.layers.ReLU(name="relu_1")(x)
+extractor = kerastl.FeatureExtractor(keras.Model(inputs, x, name="tiny"), pooling="avg")
+model = kerastl.build_model(extractor, kerastl.heads.multiclass(10), preprocessing=False)
+
+LR = 1e-2
+if disagree and process_id == processes - 1:
+    images, labels, LR = images[:-8], labels[:-8], 3e-2
+batch = GLOBAL_BATCH // processes
+train = kerastl.data.from_arrays(images, labels, batch_size=batch, shuffle=False)
+history = kerastl.fine_tune(
+    model,
+    train,
+    epochs=epochs,
+    lr=LR,
+    checkpoint_dir=os.path.join(out, "checkpoints"),
+    verbose=0,
+)
+kerastl.set_freeze(model, kerastl.freeze.TrainTopBlocks(1))
+meta = kerastl.save_model(model, os.path.join(out, "model.keras"), history=history)
+weights = [kerastl._processes.local_value(w.value) for w in model.weights]
+np.savez(os.path.join(out, f"weights-{process_id}.npz"), *weights)
+result = {
+    "process": jax.process_index(),
+    "processes": jax.process_count(),
+    "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+    "phases": history.phases,
+    "trainable": sorted(w.path for w in model.trainable_weights),
+    "saved_classes": meta["num_outputs"],
+}
+with open(os.path.join(out, f"result-{process_id}.json"), "w") as f:
+    json.dump(result, f)

@@ -1,0 +1,154 @@
+"""`fine_tune` in two JAX processes against one: the same run, the files written once.
+
+Two processes on this machine, joined by Keras' own `keras.distribution.initialize`
+(JAX's gloo CPU collectives on 127.0.0.1), each feeding its own shard
+(`tests/multiprocess_worker.py`), against one process fed the same global batches.
+What must hold: the same history and weights (within float rounding), the same
+trainable set on every process after `set_freeze`, one checkpoint directory and one
+model file written by process 0 alone, and a second call resuming on every process
+from the same checkpoint.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import kerastl
+
+pytestmark = pytest.mark.skipif(
+    keras.config.backend() != "jax",
+    reason="multi-process training here is JAX's (keras.distribution.initialize); "
+    "TensorFlow's MultiWorkerMirroredStrategy and torch's DDP route: docs/distributed.md",
+)
+
+WORKER = pathlib.Path(__file__).parent / "multiprocess_worker.py"
+TIMEOUT = 240  # seconds a run of the workers may take: never a hang
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(processes, out, epochs, *extra):
+    port = _free_port() if processes > 1 else 0
+    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": ""}
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                *(str(a) for a in (WORKER, i, processes, port, out, epochs, *extra)),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(processes)
+    ]
+
+
+def _run(processes, out, epochs):
+    """Starts `processes` workers and waits for all (bounded); returns their results."""
+    workers = _start(processes, out, epochs)
+    logs = []
+    try:
+        for worker in workers:
+            logs.append(worker.communicate(timeout=TIMEOUT)[0])
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, log in zip(workers, logs, strict=True):
+        assert worker.returncode == 0, log[-3000:]
+    results = [json.loads((out / f"result-{i}.json").read_text()) for i in range(processes)]
+    weights = [dict(np.load(out / f"weights-{i}.npz")) for i in range(processes)]
+    return results, weights
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
+    return (one, *_run(1, one, 2)), (two, *_run(2, two, 2))
+
+
+def _close(a, b, atol=1e-5):
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a) <= atol
+
+
+def test_two_processes_train_as_one(runs):
+    (_, [single], [single_weights]), (_, results, weights) = runs
+    assert [r["processes"] for r in results] == [2, 2]
+    assert [r["process"] for r in results] == [0, 1]
+    for result in results:
+        assert result["phases"] == single["phases"] == ["head", "fine-tune"]
+        for key, values in single["history"].items():
+            np.testing.assert_allclose(result["history"][key], values, rtol=1e-5, atol=1e-6)
+    # Every process holds the same model, and it is the one process's.
+    assert _close(weights[0], weights[1], atol=0.0)
+    assert _close(weights[0], single_weights, atol=1e-5)
+
+
+def test_every_process_ends_with_the_same_trainable_set(runs):
+    (_, [single], _), (_, results, _) = runs
+    assert results[0]["trainable"] == results[1]["trainable"] == single["trainable"]
+
+
+def test_process_zero_writes_the_checkpoints_and_the_model_once(runs):
+    _, (out, _, weights) = runs
+    files = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert files == ["ckpt-00003", "latest.json"]  # no partial, no second writer's copy
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert leftovers == []  # no staging directory left behind
+    loaded = kerastl.load_model(out / "model.keras")
+    assert [w.path for w in loaded.weights] and len(loaded.weights) == len(weights[0])
+
+
+def test_after_a_worker_is_killed_every_process_resumes_the_same_run(runs, tmp_path):
+    _, (_, uninterrupted, uninterrupted_weights) = runs
+    workers = _start(2, tmp_path, 2)
+    pointer = tmp_path / "checkpoints" / "latest.json"
+    try:
+        for _ in range(TIMEOUT * 10):  # until the head phase's checkpoint is complete
+            if pointer.exists() or any(w.poll() is not None for w in workers):
+                break
+            time.sleep(0.1)
+        assert pointer.exists(), "no checkpoint was written"
+        workers[1].send_signal(signal.SIGKILL)  # one worker dies mid-run
+    finally:
+        for worker in workers:  # the job goes down with it (a launcher restarts it)
+            worker.kill()
+            worker.communicate()
+    killed_at = json.loads(pointer.read_text())["checkpoint"]
+    assert killed_at in {"ckpt-00001", "ckpt-00002"}  # stopped before the end
+    results, weights = _run(2, tmp_path, 2)  # the same call, restarted
+    for result in results:
+        for key, values in uninterrupted[0]["history"].items():
+            np.testing.assert_allclose(result["history"][key], values, rtol=1e-5, atol=1e-6)
+    assert _close(weights[0], weights[1], atol=0.0)
+    assert _close(weights[0], uninterrupted_weights[0], atol=1e-5)
+
+
+def test_processes_that_disagree_are_refused_by_name_not_left_hanging(tmp_path):
+    workers = _start(2, tmp_path, 2, "disagree")
+    try:
+        logs = [worker.communicate(timeout=TIMEOUT)[0] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, log in zip(workers, logs, strict=True):
+        assert worker.returncode == 1, log[-2000:]
+        assert "The processes of this run disagree" in log
+        assert "settings lr: process 0 0.01, process 1 0.03" in log
+        assert "train images: process 0 48, process 1 40" in log
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
