@@ -103,7 +103,7 @@ def local_rows(array):
     """This process's rows of a prediction, as numpy: a JAX array that spans several
     processes is cut to the shards this process holds, in order."""
     if getattr(array, "is_fully_addressable", True):
-        return np.asarray(array)
+        return keras.ops.convert_to_numpy(array)
     shards = {}
     for shard in array.addressable_shards:
         start = shard.index[0].start or 0

@@ -1,4 +1,5 @@
-"""`fine_tune` in two JAX processes against one: the same run, the files written once.
+"""`fine_tune` in two JAX processes against one: the same run, the files written once;
+TensorFlow's MultiWorkerMirroredStrategy, which Keras 3's `fit` does not run under, refused.
 
 Two processes on this machine, joined by Keras' own `keras.distribution.initialize`
 (JAX's gloo CPU collectives on 127.0.0.1), each feeding its own shard
@@ -24,10 +25,10 @@ import pytest
 
 import kerastl
 
-pytestmark = pytest.mark.skipif(
+JAX = pytest.mark.skipif(
     keras.config.backend() != "jax",
-    reason="multi-process training here is JAX's (keras.distribution.initialize); "
-    "TensorFlow's MultiWorkerMirroredStrategy and torch's DDP route: docs/distributed.md",
+    reason="JAX's multi-process engine (keras.distribution.initialize); TensorFlow's is "
+    "checked below, torch's DDP route in tests/test_distributed.py",
 )
 
 WORKER = pathlib.Path(__file__).parent / "multiprocess_worker.py"
@@ -86,6 +87,7 @@ def _close(a, b, atol=1e-5):
     return max(float(np.abs(a[k] - b[k]).max()) for k in a) <= atol
 
 
+@JAX
 def test_two_processes_train_as_one(runs):
     (_, [single], [single_weights]), (_, results, weights) = runs
     assert [r["processes"] for r in results] == [2, 2]
@@ -99,11 +101,13 @@ def test_two_processes_train_as_one(runs):
     assert _close(weights[0], single_weights, atol=1e-5)
 
 
+@JAX
 def test_every_process_ends_with_the_same_trainable_set(runs):
     (_, [single], _), (_, results, _) = runs
     assert results[0]["trainable"] == results[1]["trainable"] == single["trainable"]
 
 
+@JAX
 def test_process_zero_writes_the_checkpoints_and_the_model_once(runs):
     _, (out, _, weights) = runs
     files = sorted(p.name for p in (out / "checkpoints").iterdir())
@@ -114,6 +118,7 @@ def test_process_zero_writes_the_checkpoints_and_the_model_once(runs):
     assert [w.path for w in loaded.weights] and len(loaded.weights) == len(weights[0])
 
 
+@JAX
 def test_after_a_worker_is_killed_every_process_resumes_the_same_run(runs, tmp_path):
     _, (_, uninterrupted, uninterrupted_weights) = runs
     workers = _start(2, tmp_path, 2)
@@ -139,6 +144,7 @@ def test_after_a_worker_is_killed_every_process_resumes_the_same_run(runs, tmp_p
     assert _close(weights[0], uninterrupted_weights[0], atol=1e-5)
 
 
+@JAX
 def test_processes_that_disagree_are_refused_by_name_not_left_hanging(tmp_path):
     workers = _start(2, tmp_path, 2, "disagree")
     try:
@@ -152,3 +158,30 @@ def test_processes_that_disagree_are_refused_by_name_not_left_hanging(tmp_path):
         assert "settings lr: process 0 0.01, process 1 0.03" in log
         assert "train images: process 0 48, process 1 40" in log
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+@pytest.mark.skipif(keras.config.backend() != "tensorflow", reason="TensorFlow's strategy")
+def test_tf_multi_worker_strategy_is_refused_because_keras_fit_fails_under_it():
+    """A canary: the day Keras' `fit` runs under the strategy, this fails and says so."""
+    port = _free_port()
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    script = str(pathlib.Path(__file__).parent / "multiworker_tf_worker.py")
+    workers = [
+        subprocess.Popen(
+            [sys.executable, script, str(i), str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        logs = [worker.communicate(timeout=TIMEOUT)[0] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for log in logs:
+        assert "keras fit: fails (ValueError: Attempt to convert a value (PerReplica" in log, log
+        assert "fine_tune: refused (Keras 3's fit does not run under" in log, log
+        assert "keras-team/keras#20585" in log and "with 2 workers" in log

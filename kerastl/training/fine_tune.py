@@ -31,6 +31,8 @@ from kerastl.training.policy import change_freeze
 from kerastl.training.recorder import Recorder
 
 PHASES = ("head", "fine-tune")
+# tf.distribute.MultiWorkerMirroredStrategy, by the name its instances carry.
+MULTI_WORKER_STRATEGIES = ("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy")
 
 
 @dataclasses.dataclass
@@ -281,6 +283,7 @@ def fine_tune(
     data = [train] if validation is None else [train, validation]
     for each in data:
         each.check_labels(settings.head)
+    _refuse_multi_worker_strategy(model)
     _check_processes_agree(settings, train, validation)
     checkpoints = None if checkpoint_dir is None else Checkpoints(checkpoint_dir)
     # Under tf.distribute the optimizers and the cache's head model are made in the
@@ -290,6 +293,26 @@ def fine_tune(
         for each in data:
             each.check_shards(shards)
         return _Run(settings, train, validation, checkpoints).run()
+
+
+def _refuse_multi_worker_strategy(model):
+    """TensorFlow's MultiWorkerMirroredStrategy over several workers: Keras 3's `fit`
+    fails under it (keras-team/keras#20585; seen here with Keras 3.15.1 and TF 2.21 on a
+    plain Dense model). Refused before any work, with the routes that do run."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is None or type(strategy).__name__ not in MULTI_WORKER_STRATEGIES:
+        return
+    spec = strategy.cluster_resolver.cluster_spec().as_dict()
+    workers = sum(len(spec.get(kind, [])) for kind in ("chief", "worker"))
+    if workers > 1:
+        raise ValueError(
+            "Keras 3's fit does not run under tf.distribute.MultiWorkerMirroredStrategy "
+            "across several workers (it fails converting PerReplica values; "
+            "keras-team/keras#20585), so neither can fine_tune. Train on several hosts "
+            "with the JAX backend (keras.distribution.initialize + DataParallel, see "
+            "docs/distributed.md), or on one host with MirroredStrategy. Received: a model "
+            f"made under MultiWorkerMirroredStrategy with {workers} workers"
+        )
 
 
 def _check_processes_agree(settings, train, validation):
