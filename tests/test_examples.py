@@ -103,3 +103,12 @@ def test_online_fails_fast_offline(name, backbone, tmp_path, capsys, monkeypatch
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # an empty cache
     with pytest.raises(SystemExit, match=f"--online needs {backbone}'s ImageNet weights"):
         run_example(name, tmp_path, capsys, "--online")
+
+
+def test_several_hosts_alone(tmp_path, capsys):
+    # One process (no KERASTL_PROCESSES): the multi-host script trains alone, on any backend;
+    # tests/test_multiprocess.py launches it as two JAX processes.
+    output = run_example("several_hosts.py", tmp_path, capsys)
+    assert re.search(r"^process 0 of 1: loss \d+\.\d+, held-out accuracy 0\.\d+", output, re.M)
+    assert (tmp_path / "digits.keras").is_file()
+    assert (tmp_path / "checkpoints" / "latest.json").is_file()

@@ -160,6 +160,24 @@ def test_processes_that_disagree_are_refused_by_name_not_left_hanging(tmp_path):
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
 
+@JAX
+def test_the_several_hosts_example_launches_two_processes_that_agree(tmp_path):
+    script = pathlib.Path(__file__).parent.parent / "docs" / "examples" / "several_hosts.py"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": ""}
+    done = subprocess.run(
+        [sys.executable, str(script), "--launch", "2", "--short", "--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("process "))
+    assert [line.split(":")[0] for line in lines] == ["process 0 of 2", "process 1 of 2"]
+    assert lines[0].split(":", 1)[1] == lines[1].split(":", 1)[1]  # the same model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "digits.keras"]
+
+
 @pytest.mark.skipif(keras.config.backend() != "tensorflow", reason="TensorFlow's strategy")
 def test_tf_multi_worker_strategy_is_refused_because_keras_fit_fails_under_it():
     """A canary: the day Keras' `fit` runs under the strategy, this fails and says so."""
