@@ -8,7 +8,7 @@ Each process joins the job through Keras' own `keras.distribution.initialize`
 rows `p::PROCESSES` of every global batch, so one process fed the interleaved
 whole sees the same global batches. It runs `fine_tune` (the head solved on the
 cached features of every shard, then 2 epochs of the whole model) with
-checkpoints in OUT/checkpoints, sets a freeze policy, saves the model to
+checkpoints in OUT/checkpoints and its features in OUT/cache, sets a freeze policy, saves the model to
 OUT/model.keras, and writes OUT/result-<id>.json and OUT/weights-<id>.npz.
 With `disagree`, the last process has 8 images fewer and another learning rate.
 """
@@ -67,6 +67,7 @@ history = kerastl.fine_tune(
     epochs=epochs,
     lr=LR,
     checkpoint_dir=os.path.join(out, "checkpoints"),
+    cache_dir=os.path.join(out, "cache"),
     verbose=0,
 )
 kerastl.set_freeze(model, kerastl.freeze.TrainTopBlocks(1))

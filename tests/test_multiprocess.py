@@ -108,6 +108,14 @@ def test_every_process_ends_with_the_same_trainable_set(runs):
 
 
 @JAX
+def test_each_process_caches_its_own_shard_once(runs):
+    (one, _, _), (two, _, _) = runs
+    assert len(list((one / "cache").glob("features-*.json"))) == 1
+    assert len(list((two / "cache").glob("features-*.json"))) == 2  # a feature set per shard
+    assert not [p for p in (two / "cache").iterdir() if p.name.startswith(".")]  # none torn
+
+
+@JAX
 def test_process_zero_writes_the_checkpoints_and_the_model_once(runs):
     _, (out, _, weights) = runs
     files = sorted(p.name for p in (out / "checkpoints").iterdir())
