@@ -8,8 +8,9 @@ Each process joins the job through Keras' own `keras.distribution.initialize`
 rows `p::PROCESSES` of every global batch, so one process fed the interleaved
 whole sees the same global batches. It runs `fine_tune` (the head solved on the
 cached features of every shard, then 2 epochs of the whole model) with
-checkpoints in OUT/checkpoints and its features in OUT/cache, sets a freeze policy, saves the model to
-OUT/model.keras, and writes OUT/result-<id>.json and OUT/weights-<id>.npz.
+checkpoints in OUT/checkpoints and its features in OUT/cache, sets a freeze
+policy, saves the model to OUT/model.keras, and writes OUT/result-<id>.json and
+OUT/weights-<id>.npz.
 With `disagree`, the last process has 8 images fewer and another learning rate.
 """
 
