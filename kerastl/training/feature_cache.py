@@ -311,15 +311,21 @@ class ViewBatches(keras.utils.PyDataset):
 # --- computing -------------------------------------------------------------------------
 
 
+INFERENCE_IMAGES = 256  # images per forward pass of the frozen backbone, at least
+
+
 def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
     """Runs `front` over every batch of `data` into `sink`, `passes` times.
 
     Returns `(features, labels)`. The features of pass `p` follow those of pass
-    `p - 1`, cast to `dtype` batch by batch; the labels are one pass's.
-    Every batch goes in at the size of the first (a short last batch is padded with
-    copies of its last image, their features dropped): one traced step on TensorFlow,
-    one compilation on JAX, where a second batch shape would cost a second. Under a
-    distribution that size is rounded up to a multiple of the devices a batch is split over.
+    `p - 1`, cast to `dtype` chunk by chunk; the labels are one pass's.
+    Consecutive batches go through the backbone together, `INFERENCE_IMAGES` at a
+    time or more (fewer calls: a frozen pass in inference mode gives the same
+    features at any batch size). Every chunk goes in at the size of the first (a
+    short last one is padded with copies of its last image, their features
+    dropped): one traced step on TensorFlow, one compilation on JAX, where a second
+    batch shape would cost a second. Under a distribution that size is rounded up
+    to a multiple of the devices a batch is split over.
     """
     steps = None if data.one_shot else data.known_steps
     progress = keras.utils.Progbar(steps and steps * passes, verbose=verbose) if verbose else None
@@ -329,7 +335,7 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
     step = 0
     for batches in _passes(data, passes):
         first_pass = step == 0
-        for x, y in batches:
+        for x, ys, merged in _chunks(batches, INFERENCE_IMAGES):
             count = len(x)
             size = size or -(-count // shards) * shards
             if count < size:
@@ -337,12 +343,26 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
             # predict_on_batch runs one compiled step (an eager call is 3-10x slower).
             features = _predict(front, x)[:count]
             sink.append(_cast(features, dtype))
-            if y is not None and first_pass:
-                labels.append(y)
-            step += 1
+            if first_pass:
+                labels.extend(y for y in ys if y is not None)
+            step += merged
             if progress is not None:
                 progress.update(step)
     return sink.finish(), (np.concatenate(labels) if labels else None)
+
+
+def _chunks(batches, images):
+    """`(x, [y of each batch], batches merged)`: consecutive batches joined until they
+    hold `images` images (the last chunk may hold fewer)."""
+    xs, ys = [], []
+    for x, y in batches:
+        xs.append(x)
+        ys.append(y)
+        if sum(len(part) for part in xs) >= images:
+            yield (xs[0] if len(xs) == 1 else np.concatenate(xs)), ys, len(xs)
+            xs, ys = [], []
+    if xs:
+        yield (xs[0] if len(xs) == 1 else np.concatenate(xs)), ys, len(xs)
 
 
 def _predict(front, x):
