@@ -112,3 +112,22 @@ def test_several_hosts_alone(tmp_path, capsys):
     assert re.search(r"^process 0 of 1: loss \d+\.\d+, held-out accuracy 0\.\d+", output, re.M)
     assert (tmp_path / "digits.keras").is_file()
     assert (tmp_path / "checkpoints" / "latest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"KERASTL_PROCESSES": "2", "KERASTL_PROCESS_ID": "2"}, "KERASTL_PROCESS_ID='2'"),
+        ({"KERASTL_PROCESSES": "two"}, "KERASTL_PROCESSES='two'"),
+        ({"KERASTL_PROCESSES": "2", "KERASTL_COORDINATOR": "nowhere"}, "='nowhere'"),
+    ],
+    ids=["id-out-of-range", "count-not-a-number", "address-without-port"],
+)
+def test_several_hosts_refuses_a_job_that_cannot_form(env, message, tmp_path, capsys, monkeypatch):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_info:
+        run_example("several_hosts.py", tmp_path, capsys)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "Received: KERASTL_" in error and message in error

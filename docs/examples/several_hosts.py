@@ -61,10 +61,28 @@ def launch(count, argv):
     return max(worker.returncode for worker in workers)
 
 
-def join():
-    """This process's `(index, count)`, after joining the job named by the environment."""
-    count = int(os.environ.get("KERASTL_PROCESSES", "1"))
-    index = int(os.environ.get("KERASTL_PROCESS_ID", "0"))
+def join(parser):
+    """This process's `(index, count)`, after joining the job named by the environment.
+
+    JAX waits for the other processes up to its initialisation timeout (5 minutes),
+    then fails; `--launch` bounds the whole job.
+    """
+    names = ("KERASTL_PROCESSES", "KERASTL_PROCESS_ID")
+    text = [os.environ.get(name, default) for name, default in zip(names, ("1", "0"), strict=True)]
+    if not all(t.isdigit() for t in text) or not 0 <= int(text[1]) < int(text[0]):
+        parser.error(
+            "KERASTL_PROCESSES must be a count >= 1 and KERASTL_PROCESS_ID an id in "
+            f"0 .. count - 1. Received: KERASTL_PROCESSES={text[0]!r}, "
+            f"KERASTL_PROCESS_ID={text[1]!r}"
+        )
+    count, index = int(text[0]), int(text[1])
+    coordinator = os.environ.get("KERASTL_COORDINATOR", "")
+    host, _, port = coordinator.rpartition(":")
+    if count > 1 and not (host and port.isdigit() and 0 < int(port) < 65536):
+        parser.error(
+            "KERASTL_COORDINATOR must be HOST:PORT, the address of process 0 that every "
+            f"process can reach. Received: KERASTL_COORDINATOR={coordinator!r}"
+        )
     if count > 1:
         import jax  # the JAX backend: its CPU collectives go over gloo (GPUs use NCCL)
 
@@ -99,7 +117,7 @@ def main(argv=None):
         rest = list(argv if argv is not None else sys.argv[1:])
         at = rest.index("--launch")
         return launch(args.launch, rest[:at] + rest[at + 2 :])
-    index, count = join()
+    index, count = join(parser)
     digits = load_digits()
     images = (digits.images[..., None] * (255 / 16)).astype("float32")
     train = slice(0, 192 if args.short else 1536)
