@@ -311,7 +311,9 @@ class ViewBatches(keras.utils.PyDataset):
 # --- computing -------------------------------------------------------------------------
 
 
-INFERENCE_IMAGES = 256  # images per forward pass of the frozen backbone, at least
+# Input values per forward pass of the frozen backbone: 256 images of 96x96x3, 46 of
+# 224x224x3 (the activations of a large batch at full size would hold gigabytes).
+INFERENCE_VALUES = 256 * 96 * 96 * 3
 
 
 def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
@@ -319,9 +321,9 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
 
     Returns `(features, labels)`. The features of pass `p` follow those of pass
     `p - 1`, cast to `dtype` chunk by chunk; the labels are one pass's.
-    Consecutive batches go through the backbone together, `INFERENCE_IMAGES` at a
-    time or more (fewer calls: a frozen pass in inference mode gives the same
-    features at any batch size). Every chunk goes in at the size of the first (a
+    Consecutive batches go through the backbone together, up to `INFERENCE_VALUES`
+    input values a call (fewer calls: a frozen pass in inference mode gives the
+    same features at any batch size). Every chunk goes in at the size of the first (a
     short last one is padded with copies of its last image, their features
     dropped): one traced step on TensorFlow, one compilation on JAX, where a second
     batch shape would cost a second. Under a distribution that size is rounded up
@@ -335,7 +337,7 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
     step = 0
     for batches in _passes(data, passes):
         first_pass = step == 0
-        for x, ys, merged in _chunks(batches, INFERENCE_IMAGES):
+        for x, ys, merged in _chunks(batches, INFERENCE_VALUES):
             count = len(x)
             size = size or -(-count // shards) * shards
             if count < size:
@@ -351,14 +353,15 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
     return sink.finish(), (np.concatenate(labels) if labels else None)
 
 
-def _chunks(batches, images):
-    """`(x, [y of each batch], batches merged)`: consecutive batches joined until they
-    hold `images` images (the last chunk may hold fewer)."""
+def _chunks(batches, values):
+    """`(x, [y of each batch], batches merged)`: consecutive batches joined while the
+    next one still fits in `values` input values (a batch larger alone goes alone)."""
     xs, ys = [], []
     for x, y in batches:
         xs.append(x)
         ys.append(y)
-        if sum(len(part) for part in xs) >= images:
+        held = sum(part.size for part in xs)
+        if held + x.size > values:
             yield (xs[0] if len(xs) == 1 else np.concatenate(xs)), ys, len(xs)
             xs, ys = [], []
     if xs:
