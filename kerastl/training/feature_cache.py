@@ -337,7 +337,7 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
     step = 0
     for batches in _passes(data, passes):
         first_pass = step == 0
-        for x, ys, merged in _chunks(batches, INFERENCE_VALUES):
+        for x, ys, merged in _chunks(batches, _inference_values()):
             count = len(x)
             size = size or -(-count // shards) * shards
             if count < size:
@@ -351,6 +351,14 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
             if progress is not None:
                 progress.update(step)
     return sink.finish(), (np.concatenate(labels) if labels else None)
+
+
+def _inference_values():
+    """Input values per call of the frozen pass: `INFERENCE_VALUES` where a call costs
+    a traced or compiled step (TensorFlow, JAX); torch runs each batch alone (its eager
+    calls cost little, and 92 images of 160 px at once peaked 1 GB above the model,
+    measured: `benchmarks/bench_memory.py`)."""
+    return 0 if keras.config.backend() == "torch" else INFERENCE_VALUES
 
 
 def _chunks(batches, values):
