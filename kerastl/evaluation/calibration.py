@@ -229,5 +229,4 @@ def _logits(probabilities):
 
 
 def _softmax(logits):
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    return metrics.probabilities_of(logits, "multiclass", logits=True)

@@ -6,6 +6,7 @@ canvas of its own, imported when a figure is drawn, PNGs written atomically.
 
 import numpy as np
 
+from kerastl._checks import check_bool, check_positive_int
 from kerastl.training.plots import check_plot_path, import_matplotlib, save_figure
 
 MAX_LABELLED_CLASSES = 30  # more classes: the cells keep their colour, lose their numbers
@@ -14,8 +15,7 @@ MAX_LABELLED_CLASSES = 30  # more classes: the cells keep their colour, lose the
 def plot_confusion_matrix(matrix, class_names, path=None, *, normalize=False):
     """Rows: true class; columns: predicted. `normalize=True` shows each row's fractions."""
     path = check_plot_path(path)
-    if not isinstance(normalize, bool):
-        raise TypeError(f"`normalize` must be True or False. Received: normalize={normalize!r}")
+    check_bool(normalize, "normalize")
     Figure, FigureCanvasAgg, _ = import_matplotlib("plot_confusion_matrix")
     matrix = np.asarray(matrix)
     shown = matrix.astype("float64")
@@ -103,8 +103,7 @@ def plot_top_losses(items, path=None, *, heatmaps=None, columns=4):
     drawn over its image.
     """
     path = check_plot_path(path)
-    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
-        raise ValueError(f"`columns` must be a positive int. Received: columns={columns!r}")
+    columns = check_positive_int(columns, "columns")
     if heatmaps is not None and len(heatmaps) != len(items):
         raise ValueError(
             f"`heatmaps` must hold one map per image ({len(items)}). "
