@@ -37,29 +37,56 @@ def _data(photos):
     return photos[:, ::3, ::3][:18], np.arange(18) % 3
 
 
-def test_head_on_the_cache_equals_the_head_trained_end_to_end(photos):
+def test_head_on_the_cache_equals_the_head_trained_end_to_end(photos, tmp_path, monkeypatch):
     x, y = _data(photos)
     runs = {}
-    for cache in (True, False):
+    fed = []
+    original = sys.modules["kerastl.training.head_phase"].cached_trainer
+
+    def spy(*args, **kwargs):
+        trainer, reason = original(*args, **kwargs)
+        if trainer is not None:
+            fed.append((trainer.fit_arguments["x"], trainer.validation_data))
+        return trainer, reason
+
+    monkeypatch.setattr(sys.modules["kerastl.training.fine_tune"], "cached_trainer", spy)
+    for where in ("memory", "disk", "none"):
         model = _model(photos)
         data = kerastl.data.from_arrays(x, y, batch_size=6, shuffle=False)
         history = kerastl.fine_tune(
-            model, data, data, epochs=0, head_epochs=3, lr=1e-2, cache=cache, verbose=0
+            model,
+            data,
+            data,
+            epochs=0,
+            head_epochs=3,
+            lr=1e-2,
+            cache=where != "none",
+            cache_dir=tmp_path if where == "disk" else None,
+            verbose=0,
         )
-        runs[cache] = (model, history)
-    (cached, h_cached), (direct, h_direct) = runs[True], runs[False]
-    head_weights = [keras.ops.convert_to_numpy(w) for w in cached.get_layer("head").weights]
+        runs[where] = (model, history)
+    # On disk the features are read a batch at a time, not handed to fit whole.
+    (in_memory, _), (on_disk, held_out) = fed
+    assert isinstance(in_memory, np.ndarray)
+    assert isinstance(on_disk, feature_cache.FeatureBatches)
+    assert isinstance(on_disk.features, np.memmap)
+    assert isinstance(held_out, feature_cache.FeatureBatches)
+    _, h_direct = runs["none"]
+    direct = runs["none"][0]
     reference = [keras.ops.convert_to_numpy(w) for w in direct.get_layer("head").weights]
-    assert any(not np.allclose(w, 0) for w in head_weights)
-    for a, b in zip(head_weights, reference, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    for key in ("loss", "val_loss", "accuracy"):
-        np.testing.assert_allclose(h_cached.history[key], h_direct.history[key], rtol=1e-4)
-    assert h_cached.initial["loss"] == pytest.approx(h_direct.initial["loss"], rel=1e-5)
-    # The full model holds the head trained on the cache.
-    np.testing.assert_allclose(
-        cached.predict(x, verbose=0), direct.predict(x, verbose=0), rtol=1e-4, atol=1e-5
-    )
+    for where in ("memory", "disk"):
+        cached, h_cached = runs[where]
+        head_weights = [keras.ops.convert_to_numpy(w) for w in cached.get_layer("head").weights]
+        assert any(not np.allclose(w, 0) for w in head_weights)
+        for a, b in zip(head_weights, reference, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        for key in ("loss", "val_loss", "accuracy"):
+            np.testing.assert_allclose(h_cached.history[key], h_direct.history[key], rtol=1e-4)
+        assert h_cached.initial["loss"] == pytest.approx(h_direct.initial["loss"], rel=1e-5)
+        # The full model holds the head trained on the cache.
+        np.testing.assert_allclose(
+            cached.predict(x, verbose=0), direct.predict(x, verbose=0), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_the_cache_is_never_used_where_it_is_invalid(photos, monkeypatch):
@@ -215,12 +242,16 @@ def test_augmented_views_are_cached_and_sampled_per_epoch(photos, tmp_path, monk
     assert again.reused and again.features.shape == (2, 18, 16)
     np.testing.assert_array_equal(np.asarray(again.features), np.asarray(first.features))
     # Each epoch, one copy per image, drawn from (seed, epoch) only.
-    batches = feature_cache.ViewBatches(copies, y, batch_size=6, shuffle=True, epoch=0)
+    batches = feature_cache.FeatureBatches(
+        copies, y, batch_size=6, shuffle=True, views=True, epoch=0
+    )
     epoch_0 = np.concatenate([batches[i][0] for i in range(len(batches))])
     batches.on_epoch_end()
     epoch_1 = np.concatenate([batches[i][0] for i in range(len(batches))])
     assert epoch_0.shape == (18, 16) and not np.array_equal(epoch_0, epoch_1)
-    replay = feature_cache.ViewBatches(copies, y, batch_size=6, shuffle=True, epoch=1)
+    replay = feature_cache.FeatureBatches(
+        copies, y, batch_size=6, shuffle=True, views=True, epoch=1
+    )
     np.testing.assert_array_equal(np.concatenate([replay[i][0] for i in range(3)]), epoch_1)
     rows = {tuple(np.round(row, 5)) for row in copies.reshape(-1, 16)}
     assert all(tuple(np.round(row, 5)) in rows for row in epoch_0)

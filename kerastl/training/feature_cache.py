@@ -263,45 +263,56 @@ def _with_views(cache, views, augmented):
     return dataclasses.replace(cache, features=features, views=views)
 
 
-class ViewBatches(keras.utils.PyDataset):
-    """Batches of cached augmented views: each epoch, one random view of every image.
+class FeatureBatches(keras.utils.PyDataset):
+    """Batches of cached features, read as they are drawn: the head phase holds one batch.
+
+    `fit` takes arrays whole (TensorFlow copies them into one tensor), so
+    features memory-mapped from disk (`cache_dir=`) would come back into memory:
+    this reads `batch_size` rows at a time, and a data set whose features exceed
+    the memory trains from the file. With `views=True` the features are
+    `(views, n, ...)` augmented copies and each epoch draws one copy of every image.
 
     Args:
-        features: `(views, n, ...)` features.
+        features: `(n, ...)` features, or `(views, n, ...)` with `views=True`.
         labels: `(n, ...)` labels.
         batch_size: images per batch.
         shuffle: a new image order every epoch (else the cached order).
+        views: whether `features` holds augmented copies.
         seed: the draws of epoch `e` depend on `(seed, e)` only, so a resumed
             run sees the batches an uninterrupted one would.
         epoch: the epoch the first draw is for.
     """
 
-    def __init__(self, features, labels, batch_size, shuffle=True, seed=0, epoch=0):
+    def __init__(self, features, labels, batch_size, *, shuffle=True, views=False, seed=0, epoch=0):
         super().__init__()
         self.features, self.labels = features, np.asarray(labels)
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.batch_size, self.shuffle, self.views, self.seed = batch_size, shuffle, views, seed
         self.epoch = epoch
         self._draw()
 
     @property
     def feature_shape(self):
-        return tuple(self.features.shape[2:])
+        return tuple(self.features.shape[2 if self.views else 1 :])
+
+    @property
+    def images(self):
+        return self.features.shape[1 if self.views else 0]
 
     def _draw(self):
-        views, n = self.features.shape[:2]
+        n = self.images
         rng = np.random.default_rng([self.seed, self.epoch])
-        self.view = rng.integers(0, views, n)
+        self.view = rng.integers(0, self.features.shape[0], n) if self.views else None
         self.order = rng.permutation(n) if self.shuffle else np.arange(n)
 
     def __len__(self):
-        return math.ceil(self.features.shape[1] / self.batch_size)
+        return math.ceil(self.images / self.batch_size)
 
     def __getitem__(self, index):
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        # In file order within the batch: a memory map reads forward.
+        rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+        picked = self.features[self.view[rows], rows] if self.views else self.features[rows]
         # Half-precision features go into the head as float32, a batch at a time.
-        x = np.asarray(self.features[self.view[rows], rows], dtype="float32")
-        y = self.labels[rows]
-        return x, y
+        return np.asarray(picked, dtype="float32"), self.labels[rows]
 
     def on_epoch_end(self):
         self.epoch += 1

@@ -25,7 +25,7 @@ from kerastl.training.converged_head import (
     solvable,
     solve_linear_head,
 )
-from kerastl.training.feature_cache import ViewBatches, cacheable, features_of, random_layers
+from kerastl.training.feature_cache import FeatureBatches, cacheable, features_of, random_layers
 from kerastl.training.head_sweep import HeadSweep, train_heads
 
 
@@ -42,6 +42,8 @@ class Trainer:
         on_cache: whether `model` is the head on cached features.
         features: on the cache, the training features and labels `(x, y)` as arrays
             (augmented views flattened into images), else `None`.
+        validation_features: on the cache, the validation features and labels
+            `(x, y)` as arrays, else `None`.
     """
 
     model: keras.Model
@@ -50,6 +52,7 @@ class Trainer:
     evaluate_arguments: dict | None = None
     on_cache: bool = False
     features: tuple | None = None
+    validation_features: tuple | None = None
 
 
 def full_model_trainer(model, train, validation):
@@ -108,33 +111,45 @@ def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
         cache_dir=settings.cache_dir, dtype=settings.cache_dtype, verbose=settings.verbose
     )
     features = features_of(front, train, batch_size=train.batch_size, views=views, **options)
-    validation_data = evaluate_arguments = None
+    # Features on disk are read a batch at a time (`FeatureBatches`): fit would take the
+    # memory map whole, and features larger than memory would come back into it.
+    on_disk = features.path is not None
+    validation_data = evaluate_arguments = validation_features = None
     if validation is not None:
         # In inference mode: augmentation is off, as when the full model evaluates.
         held_out = features_of(front, validation, batch_size=validation.batch_size, **options)
-        validation_data = (held_out.features, held_out.labels)
-        evaluate_arguments = {
-            "x": held_out.features,
-            "y": held_out.labels,
-            "batch_size": validation.batch_size,
-        }
+        validation_features = (held_out.features, held_out.labels)
+        if on_disk:
+            validation_data = FeatureBatches(
+                *validation_features, validation.batch_size, shuffle=False
+            )
+            evaluate_arguments = {"x": validation_data}
+        else:
+            validation_data = validation_features
+            evaluate_arguments = {
+                "x": held_out.features,
+                "y": held_out.labels,
+                "batch_size": validation.batch_size,
+            }
     shape = features.features.shape[2:] if views else features.features.shape[1:]
     model = _head_model(settings, head, shape, steps)
     x, y = features.features, features.labels
     if views:
         x = x.reshape((-1, *x.shape[2:]))
         y = None if y is None else np.repeat(np.asarray(y), views, axis=0)
-    if views:
-        # One copy per image per epoch, drawn from (seed, epoch): a resumed run draws
-        # what an uninterrupted one would.
-        batches = ViewBatches(
+    if views or on_disk:
+        # Views: one copy per image per epoch, drawn from (seed, epoch): a resumed run
+        # draws what an uninterrupted one would.
+        batches = FeatureBatches(
             features.features,
             features.labels,
             train.batch_size,
             shuffle=not train.keeps_order,
+            views=bool(views),
             epoch=epochs_done,
         )
-        fit_arguments = {"x": batches}
+        # Keras would reshuffle a PyDataset's batches (torch) from the global RNG.
+        fit_arguments = {"x": batches, "shuffle": False}
     else:
         fit_arguments = {
             "x": features.features,
@@ -144,7 +159,13 @@ def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
             "shuffle": not train.keeps_order,
         }
     trainer = Trainer(
-        model, fit_arguments, validation_data, evaluate_arguments, on_cache=True, features=(x, y)
+        model,
+        fit_arguments,
+        validation_data,
+        evaluate_arguments,
+        on_cache=True,
+        features=(x, y),
+        validation_features=validation_features,
     )
     return trainer, None
 
@@ -164,7 +185,7 @@ def converge_head(settings, trainer, *, steps_per_epoch):
         # Several processes: each cached its own shard; the head is solved on all of
         # them, the same on every process.
         x, y = (processes.gather_rows(a, "features") for a in trainer.features)
-        validation = trainer.validation_data
+        validation = trainer.validation_features
         if validation is not None:
             validation = tuple(processes.gather_rows(a, "validation features") for a in validation)
         l2 = solve_linear_head(
@@ -175,8 +196,9 @@ def converge_head(settings, trainer, *, steps_per_epoch):
             label_smoothing=settings.label_smoothing,
         )
         model = trainer.model
-        x, y = trainer.features  # each process its own rows, as `evaluate` takes them
-        logs = model.evaluate(x, y, batch_size=1024, verbose=0, return_dict=True)
+        # Each process its own rows, a batch at a time (a memory map is not read whole).
+        rows = FeatureBatches(*trainer.features, 1024, shuffle=False)
+        logs = model.evaluate(rows, verbose=0, return_dict=True)
         if trainer.evaluate_arguments is not None:
             held_out = model.evaluate(**trainer.evaluate_arguments, verbose=0, return_dict=True)
             logs.update({f"val_{key}": value for key, value in held_out.items()})
@@ -206,7 +228,7 @@ def converge_head(settings, trainer, *, steps_per_epoch):
 def sweep_heads(settings, trainer, *, steps, epochs):
     """Trains the `head_sweep` grid on the cached features of `trainer`; the best head is kept."""
     fit = trainer.fit_arguments
-    train = fit["x"] if isinstance(fit["x"], ViewBatches) else (fit["x"], fit["y"])
+    train = fit["x"] if isinstance(fit["x"], FeatureBatches) else (fit["x"], fit["y"])
     sweep = train_heads(
         settings.head,
         train,

@@ -136,7 +136,7 @@ def train_heads(
             assigned to it.
         train: `(features, labels)` arrays, or a `keras.utils.PyDataset` of
             `(features, labels)` batches (augmented views).
-        validation: `(features, labels)` arrays.
+        validation: `(features, labels)` arrays, or a `keras.utils.PyDataset` of them.
         grid: `(lr, weight_decay)` pairs.
         epochs: epochs of training.
         batch_size: for arrays.
@@ -189,8 +189,8 @@ def train_heads(
     fit = {"validation_data": validation, "epochs": epochs}
     if isinstance(train, tuple):
         fit.update(x=train[0], y=train[1], batch_size=batch_size, shuffle=shuffle)
-    else:
-        fit.update(x=train)
+    else:  # batches in their own order (Keras would reshuffle them from the global RNG)
+        fit.update(x=train, shuffle=False)
     logs = model.fit(**fit, verbose=verbose).history
     metric_names = [m.name for m in head.default_metrics()]
     results = []
