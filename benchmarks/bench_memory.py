@@ -9,7 +9,9 @@ model is built and the data prepared, so the peak is the run's:
 - "frozen": `fine_tune(model, data, epochs=0, head_epochs=3, cache=False)`: the
   head trains on the frozen backbone in the model, every step through it;
 - "cached": the same with the feature cache (the default): the backbone runs once;
-- "full": `fine_tune(model, data, epochs=3, head_epochs=0)`: the whole backbone trains.
+- "full": `fine_tune(model, data, epochs=3, head_epochs=0)`: the whole backbone trains;
+- "full_remat", "full_remat_larger": the same with `remat="full"` / `remat="larger_than"`
+  (Keras' `RematScope` on the extractor's layers): memory against time.
 
 Beside the peak, the optimizer's variables after the run: how many and their bytes
 (frozen weights must carry none: no slots, no gradients), against the model's
@@ -23,8 +25,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 
-MODES = ("built", "frozen", "cached", "full")
+MODES = ("built", "frozen", "cached", "full", "full_remat", "full_remat_larger")
 
 
 def measure(mode, size, count):
@@ -55,13 +58,18 @@ def measure(mode, size, count):
     gc.collect()
     before = _status("VmRSS")
     _reset_peak()  # the high-water mark from here: the run, not the data preparation
+    seconds = 0.0
     if mode != "built":
         args = {
             "frozen": dict(epochs=0, head_epochs=3, cache=False),
             "cached": dict(epochs=0, head_epochs=3),
             "full": dict(epochs=3, head_epochs=0),
+            "full_remat": dict(epochs=3, head_epochs=0, remat="full"),
+            "full_remat_larger": dict(epochs=3, head_epochs=0, remat="larger_than"),
         }[mode]
+        start = time.perf_counter()
         kerastl.fine_tune(model, (x, y), batch_size=32, verbose=0, **args)
+        seconds = time.perf_counter() - start
     optimizer = model.optimizer
     slots = [] if optimizer is None else [v for v in optimizer.variables if len(v.shape) > 0]
     return {
@@ -72,6 +80,7 @@ def measure(mode, size, count):
         "rss_before_mb": round(before / 1024, 1),
         "peak_rss_mb": round(_status("VmHWM") / 1024, 1),
         "peak_over_before_mb": round((_status("VmHWM") - before) / 1024, 1),
+        "seconds": round(seconds, 1),
         "model_weights_mb": round(sum(np.prod(w.shape) * 4 for w in model.weights) / 2**20, 2),
         "trainable_weights_mb": round(
             sum(np.prod(w.shape) * 4 for w in model.trainable_weights) / 2**20, 3
@@ -102,11 +111,12 @@ def main():
     parser.add_argument("--count", type=int, default=512)
     parser.add_argument("--json", help="append one JSON line per mode to this file")
     parser.add_argument("--mode", choices=MODES, help="(internal) run one mode here")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=MODES, help="modes to run")
     args = parser.parse_args()
     if args.mode:
         print(json.dumps(measure(args.mode, args.size, args.count)))
         return
-    for mode in MODES:
+    for mode in args.modes:
         done = subprocess.run(
             [
                 sys.executable,

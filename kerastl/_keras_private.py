@@ -7,10 +7,12 @@ instead of deep inside a training run.
 """
 
 import contextlib
+import inspect
 import os
 import sys
 
 import keras
+from keras.src.backend.common.remat import get_current_remat_mode
 from keras.src.utils import io_utils
 from keras.src.utils.tracking import DotNotTrackScope
 
@@ -28,6 +30,39 @@ def flatten_layers(layer, include_self=False, recursive=True):
     list of the layers they hold.
     """
     return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
+
+
+@contextlib.contextmanager
+def rematerialized(layer, scope):
+    """Inside: the layers in `layer` called as if made inside `scope`; the layers rematerialised.
+
+    `scope` is a `keras.RematScope`. Keras records the scope's mode on each layer
+    when the layer is made (`Operation._remat_mode`) and reads it at call time; a
+    layer made before (a loaded backbone) has none and no public way to get one.
+    Layers whose `call` takes `training` or `mask` (BatchNormalization, Dropout,
+    nested models) keep theirs: Keras' remat passes those as keyword arguments,
+    which `tf.recompute_grad` refuses in a traced step and `jax.checkpoint` cannot
+    trace (Keras 3.15, measured), and a recomputed BatchNorm in training mode would
+    update its statistics twice (torch). The layers' own modes come back on exit.
+
+    Returns (as the context's value) the layers given the mode.
+    """
+    with scope:
+        mode = get_current_remat_mode()
+    layers = [
+        each
+        for each in flatten_layers(layer, include_self=True, recursive=True)
+        if not isinstance(each, keras.layers.InputLayer)
+        and not {"training", "mask"} & set(inspect.signature(each.call).parameters)
+    ]
+    saved = [(each, each._remat_mode) for each in layers]
+    for each in layers:
+        each._remat_mode = mode
+    try:
+        yield layers
+    finally:
+        for each, own in saved:
+            each._remat_mode = own
 
 
 def replace_sublayer(layer, attr, new):

@@ -1,6 +1,6 @@
 """One process of a multi-process `fine_tune` (JAX), as `tests/test_multiprocess.py` starts it.
 
-    python multiprocess_worker.py PROCESS_ID PROCESSES PORT OUT EPOCHS [disagree]
+    python multiprocess_worker.py PROCESS_ID PROCESSES PORT OUT EPOCHS [disagree|unshared|gradual]
 
 Each process joins the job through Keras' own `keras.distribution.initialize`
 (JAX's CPU collectives over gloo, 127.0.0.1), trains under `DataParallel` with
@@ -11,7 +11,11 @@ cached features of every shard, then 2 epochs of the whole model) with
 checkpoints in OUT/checkpoints and its features in OUT/cache, sets a freeze
 policy, saves the model to OUT/model.keras, and writes OUT/result-<id>.json and
 OUT/weights-<id>.npz.
-With `disagree`, the last process has 8 images fewer and another learning rate.
+With `disagree`, the last process has 8 images fewer and another learning rate; with
+`unshared`, each process has a checkpoint directory of its own. With `gradual`, the
+model trains with Keras' `fit` and `kerastl.callbacks.GradualUnfreezing(every=1)`
+instead (EPOCHS epochs, the head first, one more block each epoch), recording its
+trainable set at every epoch's end.
 """
 
 import json
@@ -19,7 +23,8 @@ import os
 import sys
 
 process_id, processes, port, out, epochs = sys.argv[1:6]
-disagree = sys.argv[6:] == ["disagree"]
+mode = sys.argv[6] if len(sys.argv) > 6 else None
+disagree = mode == "disagree"
 process_id, processes, epochs = int(process_id), int(processes), int(epochs)
 os.environ["KERAS_BACKEND"] = "jax"
 
@@ -62,12 +67,44 @@ if disagree and process_id == processes - 1:
     images, labels, LR = images[:-8], labels[:-8], 3e-2
 batch = GLOBAL_BATCH // processes
 train = kerastl.data.from_arrays(images, labels, batch_size=batch, shuffle=False)
+if mode == "gradual":
+    trainable_by_epoch = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: trainable_by_epoch.append(
+            sorted(w.path for w in model.trainable_weights)
+        )
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(LR),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    fit = model.fit(
+        train,
+        epochs=epochs,
+        callbacks=[kerastl.callbacks.GradualUnfreezing(every=1, verbose=0), record],
+        verbose=0,
+    )
+    weights = [kerastl._processes.local_value(w.value) for w in model.weights]
+    np.savez(os.path.join(out, f"weights-{process_id}.npz"), *weights)
+    result = {
+        "process": jax.process_index(),
+        "processes": jax.process_count(),
+        "history": {k: [float(v) for v in vs] for k, vs in fit.history.items()},
+        "trainable_by_epoch": trainable_by_epoch,
+    }
+    with open(os.path.join(out, f"result-{process_id}.json"), "w") as f:
+        json.dump(result, f)
+    sys.exit(0)
+checkpoints = os.path.join(out, "checkpoints")
+if mode == "unshared":  # as if each process wrote to a disk of its own
+    checkpoints = os.path.join(out, f"checkpoints-{process_id}")
 history = kerastl.fine_tune(
     model,
     train,
     epochs=epochs,
     lr=LR,
-    checkpoint_dir=os.path.join(out, "checkpoints"),
+    checkpoint_dir=checkpoints,
     cache_dir=os.path.join(out, "cache"),
     verbose=0,
 )

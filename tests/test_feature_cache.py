@@ -461,3 +461,18 @@ def test_the_disk_cache_key_runs_nothing_and_sees_a_user_layers_code(photos, tmp
 class _Doubling(keras.layers.Layer):
     def call(self, x):
         return x * 2
+
+
+@pytest.mark.backend_free
+def test_the_frozen_pass_joins_batches_up_to_its_value_and_image_budgets():
+    batches = [(np.zeros((100, 4, 4, 1)), np.arange(100)) for _ in range(6)]
+    # 100-image batches of 16 values: the image budget (256) binds first.
+    chunks = list(feature_cache._chunks(batches, values=10**9, images=256))
+    assert [len(x) for x, _, _ in chunks] == [200, 200, 200]
+    assert [merged for _, _, merged in chunks] == [2, 2, 2]
+    assert all(len(ys) == 2 for _, ys, _ in chunks)
+    # Then the value budget: 3,200 values is two batches.
+    chunks = list(feature_cache._chunks(batches, values=3200, images=10**9))
+    assert [len(x) for x, _, _ in chunks] == [200, 200, 200]
+    # A batch larger than either budget goes alone.
+    assert [len(x) for x, _, _ in feature_cache._chunks(batches[:2], 10, 10)] == [100, 100]

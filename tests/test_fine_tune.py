@@ -381,6 +381,39 @@ def test_a_checkpoint_without_its_run_record_is_refused(photos, tmp_path):
         _head_only(photos, tmp_path)
 
 
+def test_remat_is_the_same_run_rematerialised_in_phase_two_only(photos, monkeypatch):
+    x, y = _data(photos)
+    fine_tune_module = sys.modules["kerastl.training.fine_tune"]
+    original = fine_tune_module.rematerialized
+    entered = []
+
+    def spy(layer, scope):
+        entered.append((layer.name, scope.mode, layer.trainable))
+        return original(layer, scope)
+
+    monkeypatch.setattr(fine_tune_module, "rematerialized", spy)
+    runs = {}
+    for remat in (None, "full", keras.RematScope(mode="larger_than", output_size_threshold=64)):
+        model = _model(photos)
+        keras.utils.set_random_seed(0)
+        history = kerastl.fine_tune(
+            model, (x, y), epochs=2, head_epochs=1, batch_size=6, remat=remat, verbose=0
+        )
+        runs[getattr(remat, "mode", remat)] = (history.history["loss"], _snapshot(model))
+        assert all(layer._remat_mode is None for layer in model.layers)
+    # Entered once per run, for phase 2 (the extractor open), on the extractor.
+    assert [(mode, trainable) for _, mode, trainable in entered] == [
+        ("full", True),
+        ("larger_than", True),
+    ]
+    plain_loss, plain_weights = runs[None]
+    for mode in ("full", "larger_than"):
+        loss, weights = runs[mode]
+        np.testing.assert_allclose(loss, plain_loss, rtol=1e-5)
+        for path, value in weights.items():
+            np.testing.assert_allclose(value, plain_weights[path], rtol=1e-4, atol=1e-6)
+
+
 # --- bad input ---------------------------------------------------------------------------
 
 
@@ -439,6 +472,17 @@ BAD = {
         dict(epochs=0, layer_decay=0.5),
         ValueError,
         r"`layer_decay` applies to phase 2.*Received: layer_decay=0.5, epochs=0",
+    ),
+    "remat": (dict(epochs=1, remat="yes"), ValueError, r"`remat` must be.*Received: remat='yes'"),
+    "remat-mode-needing-names": (
+        dict(epochs=1, remat="list_of_layers"),
+        ValueError,
+        r"keras.RematScope.*Received: remat='list_of_layers'",
+    ),
+    "remat-without-phase-two": (
+        dict(epochs=0, remat="full"),
+        ValueError,
+        r"`remat` applies to phase 2.*Received: remat='full', epochs=0",
     ),
     "cache-dir-without-cache": (
         dict(epochs=1, cache=False, cache_dir="features"),

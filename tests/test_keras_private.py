@@ -194,3 +194,33 @@ def test_public_classes_names_torch_fused_optimizers_by_their_public_class():
     recorded = keras.optimizers.serialize(keras.optimizers.Adam(0.2))
     rebuilt = keras.optimizers.deserialize(private.public_classes(recorded))
     assert float(rebuilt.learning_rate) == pytest.approx(0.2)
+
+
+def test_rematerialized_gives_layers_a_scopes_mode_and_gives_theirs_back():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    backbone = keras.Model(inputs, x, name="backbone")
+    outer_in = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(backbone(outer_in))
+    model = keras.Model(outer_in, keras.layers.Dense(2, name="out")(pooled))
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype("float32")
+    y = np.arange(16) % 2
+    before = [w.copy() for w in model.get_weights()]
+    plain = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history["loss"]
+    after_plain = model.get_weights()
+    model.set_weights(before)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    with private.rematerialized(backbone, keras.RematScope(mode="full")) as layers:
+        # BatchNorm and the nested model take `training`: left as they were.
+        assert {layer.name for layer in layers} == {"conv", "relu"}
+        assert backbone.get_layer("conv")._remat_mode.mode == "full"
+        assert backbone.get_layer("bn")._remat_mode is None
+        # A traced training step runs with them, to the same updates.
+        remat = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history["loss"]
+    assert backbone.get_layer("conv")._remat_mode is None
+    np.testing.assert_allclose(remat, plain, rtol=1e-6)
+    for a, b in zip(model.get_weights(), after_plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

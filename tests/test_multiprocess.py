@@ -59,9 +59,9 @@ def _start(processes, out, epochs, *extra):
     ]
 
 
-def _run(processes, out, epochs):
+def _run(processes, out, epochs, *extra):
     """Starts `processes` workers and waits for all (bounded); returns their results."""
-    workers = _start(processes, out, epochs)
+    workers = _start(processes, out, epochs, *extra)
     logs = []
     try:
         for worker in workers:
@@ -153,6 +153,27 @@ def test_after_a_worker_is_killed_every_process_resumes_the_same_run(runs, tmp_p
 
 
 @JAX
+def test_when_process_zero_dies_the_others_stop_instead_of_waiting(tmp_path):
+    workers = _start(2, tmp_path, 40)
+    pointer = tmp_path / "checkpoints" / "latest.json"
+    try:
+        for _ in range(TIMEOUT * 10):  # mid-run: a checkpoint written
+            if pointer.exists() or any(w.poll() is not None for w in workers):
+                break
+            time.sleep(0.1)
+        assert pointer.exists(), "no checkpoint was written"
+        workers[0].send_signal(signal.SIGKILL)
+        # JAX's coordination service ends the survivor (0.2 s measured; a killed
+        # process other than the coordinator is noticed after ~90 s of missed heartbeats).
+        log = workers[1].communicate(timeout=60)[0]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.communicate()
+    assert workers[1].returncode != 0, log[-2000:]
+
+
+@JAX
 def test_processes_that_disagree_are_refused_by_name_not_left_hanging(tmp_path):
     workers = _start(2, tmp_path, 2, "disagree")
     try:
@@ -166,6 +187,38 @@ def test_processes_that_disagree_are_refused_by_name_not_left_hanging(tmp_path):
         assert "settings lr: process 0 0.01, process 1 0.03" in log
         assert "train images: process 0 48, process 1 40" in log
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+@JAX
+def test_a_checkpoint_dir_the_processes_do_not_share_is_refused_by_name(tmp_path):
+    workers = _start(2, tmp_path, 2, "unshared")
+    try:
+        logs = [worker.communicate(timeout=TIMEOUT)[0] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, log in zip(workers, logs, strict=True):
+        assert worker.returncode == 1, log[-2000:]
+        assert "`checkpoint_dir` is not shared between the processes: process 1 does" in log
+        assert "Received: checkpoint_dir=" in log
+    assert not list((tmp_path / "checkpoints-0").iterdir())  # nothing trained, no marker left
+
+
+@JAX
+def test_gradual_unfreezing_opens_the_same_blocks_on_every_process(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    [single], [single_weights] = _run(1, one, 3, "gradual")
+    results, weights = _run(2, two, 3, "gradual")
+    steps = single["trainable_by_epoch"]
+    assert len(steps) == 3 and len(steps[0]) < len(steps[1]) < len(steps[2])  # one more block
+    for result in results:
+        assert result["trainable_by_epoch"] == steps
+        for key, values in single["history"].items():
+            np.testing.assert_allclose(result["history"][key], values, rtol=1e-5, atol=1e-6)
+    assert _close(weights[0], weights[1], atol=0.0)
+    assert _close(weights[0], single_weights, atol=1e-5)
 
 
 @JAX

@@ -7,13 +7,14 @@ history, early stopping and checkpoints, and `checkpoints` writes them and
 says whether a directory holds this run.
 """
 
+import contextlib
 import dataclasses
 import json
 
 import keras
 
 from kerastl import _processes as processes
-from kerastl._keras_private import batch_shards, distribution_scope
+from kerastl._keras_private import batch_shards, distribution_scope, rematerialized
 from kerastl.data.adapter import adapt, data_errors
 from kerastl.layers.lora import adapters
 from kerastl.optimizers.per_layer_lr import PerLayerLR
@@ -95,6 +96,7 @@ def fine_tune(
     cache_dtype="float32",
     views=None,
     head_sweep=None,
+    remat=None,
     evaluate_first=True,
     callbacks=None,
     verbose=1,
@@ -227,6 +229,15 @@ def fine_tune(
             `wd / 2 * |W|^2` on the head's kernels. Needs `validation` and the
             cache; early stopping does not apply to it. The grid's results are
             in `history.sweep`.
+        remat: rematerialise the backbone in phase 2 (gradient checkpointing:
+            activations recomputed in the backward pass instead of kept) to fit
+            a larger batch or image in memory, at a cost in time. `None`
+            (default): off. `"full"`, `"larger_than"`, `"activations"`, or a
+            `keras.RematScope(...)` with its settings: the extractor's layers
+            are called as if they had been built inside that Keras scope, in
+            phase 2 only; their own mode comes back after the run. The updates
+            are the same, so a run resumed with another `remat` is the same run.
+            Measured memory and time per backend: `docs/benchmarks.md`.
         evaluate_first: evaluate `validation` before training and report it.
         callbacks: more Keras callbacks, given to both phases.
         verbose: 0 silent, 1 progress and the before/after evaluation.
@@ -273,6 +284,7 @@ def fine_tune(
         cache_dtype=cache_dtype,
         views=views,
         head_sweep=head_sweep,
+        remat=remat,
         evaluate_first=evaluate_first,
         callbacks=callbacks,
         verbose=verbose,
@@ -286,6 +298,8 @@ def fine_tune(
     _refuse_multi_worker_strategy(model)
     _check_processes_agree(settings, train, validation)
     checkpoints = None if checkpoint_dir is None else Checkpoints(checkpoint_dir)
+    if checkpoints is not None:
+        processes.check_shared(checkpoints.directory, "checkpoint_dir")
     # Under tf.distribute the optimizers and the cache's head model are made in the
     # model's strategy scope; a JAX distribution is the one active here.
     with distribution_scope(model):
@@ -358,8 +372,15 @@ class _Run:
         self.train = train
         self.validation = validation
         self.checkpoints = checkpoints
+        self._remat_on = False
 
     def run(self):
+        # Phase 2's rematerialisation (`remat=`), entered when it compiles, left at the end.
+        self._remat = contextlib.ExitStack()
+        with self._remat:
+            return self._run()
+
+    def _run(self):
         settings = self.settings
         state, resume = self._start()
         last = None  # the trainer of the last phase this call ran
@@ -456,6 +477,9 @@ class _Run:
             if settings.lora is not None and settings.extractor.lora != settings.lora:
                 settings.extractor.set_lora(settings.lora)  # adapters at zero: outputs unchanged
             change_freeze(self.model, settings.unfreeze, bn=settings.bn)
+            if settings.remat is not None and not self._remat_on:
+                self._remat.enter_context(rematerialized(settings.extractor, settings.remat))
+                self._remat_on = True
             optimizer = settings.make_optimizer(settings.lr / 2, steps)
             decay = settings.layer_decay
             blocks = len(settings.extractor.blocks)

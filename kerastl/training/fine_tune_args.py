@@ -31,7 +31,9 @@ UNSET = object()
 DEFAULTS = {"head_epochs": "auto", "lr": 1e-3, "lr_mult": 100.0, "unfreeze": "none", "bn": None}
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 # Arguments that only shape phase 2 (fine-tuning the backbone).
-PHASE_TWO = ("unfreeze", "bn", "lr_mult", "layer_decay")
+PHASE_TWO = ("unfreeze", "bn", "lr_mult", "layer_decay", "remat")
+# What `remat=` takes by name: keras.RematScope's modes that need no more settings.
+REMAT_MODES = ("full", "larger_than", "activations")
 _PLANNED = ("epochs", "head_epochs", "lr", "lr_mult", "unfreeze", "bn")
 
 
@@ -66,6 +68,7 @@ class Settings:
     views: int | None
     head_sweep: object
     grid: list | None
+    remat: object = None
 
     @property
     def converge(self):
@@ -138,8 +141,9 @@ def resolve(model, validation, *, plan, epochs, **args):
     """
     planned = _plan_settings(plan) if plan is not None else {}
     given = {key for key, value in args.items() if value is not UNSET}
-    if args["layer_decay"] is None:
-        given.discard("layer_decay")
+    for arg in ("layer_decay", "remat"):
+        if args[arg] is None:
+            given.discard(arg)
     if epochs is None:
         if "epochs" not in planned:
             raise TypeError(
@@ -160,6 +164,7 @@ def resolve(model, validation, *, plan, epochs, **args):
     lora, unfreeze, bn = _check_unfreeze(args, extractor)
     grid = _check_cache(args, validation)
     _check_training(args, head)
+    remat = _check_remat(args["remat"])
     return Settings(
         **{
             **args,
@@ -175,7 +180,21 @@ def resolve(model, validation, *, plan, epochs, **args):
             "label_smoothing": float(args["label_smoothing"]),
             "callbacks": list(args["callbacks"] or []),
             "grid": grid,
+            "remat": remat,
         }
+    )
+
+
+def _check_remat(remat):
+    """`remat` as a `keras.RematScope`, or `None`."""
+    if remat is None or isinstance(remat, keras.RematScope):
+        return remat
+    if isinstance(remat, str) and remat in REMAT_MODES:
+        return keras.RematScope(mode=remat)
+    raise ValueError(
+        f"`remat` must be None, one of {REMAT_MODES} or a keras.RematScope (e.g. "
+        "keras.RematScope(mode='larger_than', output_size_threshold=...)). "
+        f"Received: remat={remat!r}"
     )
 
 
