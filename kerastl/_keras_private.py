@@ -32,6 +32,18 @@ def flatten_layers(layer, include_self=False, recursive=True):
     return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
 
 
+_MERGE_LAYERS = (
+    keras.layers.Add,
+    keras.layers.Average,
+    keras.layers.Concatenate,
+    keras.layers.Dot,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+    keras.layers.Multiply,
+    keras.layers.Subtract,
+)
+
+
 @contextlib.contextmanager
 def rematerialized(layer, scope):
     """Inside: the layers in `layer` called as if made inside `scope`; the layers rematerialised.
@@ -43,7 +55,10 @@ def rematerialized(layer, scope):
     nested models) keep theirs: Keras' remat passes those as keyword arguments,
     which `tf.recompute_grad` refuses in a traced step and `jax.checkpoint` cannot
     trace (Keras 3.15, measured), and a recomputed BatchNorm in training mode would
-    update its statistics twice (torch). The layers' own modes come back on exit.
+    update its statistics twice (torch). So do merge layers (`Add`, `Concatenate`,
+    ...): "larger_than" sizes a layer's output by tracing its call, which fails on a
+    list of inputs in a TensorFlow step; they keep no activations of their own
+    worth recomputing. The layers' own modes come back on exit.
 
     Returns (as the context's value) the layers given the mode.
     """
@@ -52,7 +67,7 @@ def rematerialized(layer, scope):
     layers = [
         each
         for each in flatten_layers(layer, include_self=True, recursive=True)
-        if not isinstance(each, keras.layers.InputLayer)
+        if not isinstance(each, (keras.layers.InputLayer, *_MERGE_LAYERS))
         and not {"training", "mask"} & set(inspect.signature(each.call).parameters)
     ]
     saved = [(each, each._remat_mode) for each in layers]
