@@ -65,6 +65,22 @@ model = kerastl.build_model(extractor, kerastl.heads.multiclass(10), preprocessi
 LR = 1e-2
 if disagree and process_id == processes - 1:
     images, labels, LR = images[:-8], labels[:-8], 3e-2
+
+
+def write_results(history, **more):
+    """OUT/weights-<id>.npz (every weight, this process's copy) and OUT/result-<id>.json."""
+    weights = [kerastl._processes.local_value(w.value) for w in model.weights]
+    np.savez(os.path.join(out, f"weights-{process_id}.npz"), *weights)
+    result = {
+        "process": jax.process_index(),
+        "processes": jax.process_count(),
+        "history": {k: [float(v) for v in vs] for k, vs in history.items()},
+        **more,
+    }
+    with open(os.path.join(out, f"result-{process_id}.json"), "w") as f:
+        json.dump(result, f)
+
+
 batch = GLOBAL_BATCH // processes
 train = kerastl.data.from_arrays(images, labels, batch_size=batch, shuffle=False)
 if mode == "gradual":
@@ -85,16 +101,7 @@ if mode == "gradual":
         callbacks=[kerastl.callbacks.GradualUnfreezing(every=1, verbose=0), record],
         verbose=0,
     )
-    weights = [kerastl._processes.local_value(w.value) for w in model.weights]
-    np.savez(os.path.join(out, f"weights-{process_id}.npz"), *weights)
-    result = {
-        "process": jax.process_index(),
-        "processes": jax.process_count(),
-        "history": {k: [float(v) for v in vs] for k, vs in fit.history.items()},
-        "trainable_by_epoch": trainable_by_epoch,
-    }
-    with open(os.path.join(out, f"result-{process_id}.json"), "w") as f:
-        json.dump(result, f)
+    write_results(fit.history, trainable_by_epoch=trainable_by_epoch)
     sys.exit(0)
 checkpoints = os.path.join(out, "checkpoints")
 if mode == "unshared":  # as if each process wrote to a disk of its own
@@ -110,15 +117,9 @@ history = kerastl.fine_tune(
 )
 kerastl.set_freeze(model, kerastl.freeze.TrainTopBlocks(1))
 meta = kerastl.save_model(model, os.path.join(out, "model.keras"), history=history)
-weights = [kerastl._processes.local_value(w.value) for w in model.weights]
-np.savez(os.path.join(out, f"weights-{process_id}.npz"), *weights)
-result = {
-    "process": jax.process_index(),
-    "processes": jax.process_count(),
-    "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-    "phases": history.phases,
-    "trainable": sorted(w.path for w in model.trainable_weights),
-    "saved_classes": meta["num_outputs"],
-}
-with open(os.path.join(out, f"result-{process_id}.json"), "w") as f:
-    json.dump(result, f)
+write_results(
+    history.history,
+    phases=history.phases,
+    trainable=sorted(w.path for w in model.trainable_weights),
+    saved_classes=meta["num_outputs"],
+)

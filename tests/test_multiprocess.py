@@ -174,8 +174,9 @@ def test_when_process_zero_dies_the_others_stop_instead_of_waiting(tmp_path):
 
 
 @JAX
-def test_processes_that_disagree_are_refused_by_name_not_left_hanging(tmp_path):
-    workers = _start(2, tmp_path, 2, "disagree")
+def _refused(out, mode):
+    """The logs of two workers started in `mode`, each of which must exit with 1 (bounded)."""
+    workers = _start(2, out, 2, mode)
     try:
         logs = [worker.communicate(timeout=TIMEOUT)[0] for worker in workers]
     finally:
@@ -183,6 +184,12 @@ def test_processes_that_disagree_are_refused_by_name_not_left_hanging(tmp_path):
             worker.kill()
     for worker, log in zip(workers, logs, strict=True):
         assert worker.returncode == 1, log[-2000:]
+    return logs
+
+
+@JAX
+def test_processes_that_disagree_are_refused_by_name_not_left_hanging(tmp_path):
+    for log in _refused(tmp_path, "disagree"):
         assert "The processes of this run disagree" in log
         assert "settings lr: process 0 0.01, process 1 0.03" in log
         assert "train images: process 0 48, process 1 40" in log
@@ -191,14 +198,7 @@ def test_processes_that_disagree_are_refused_by_name_not_left_hanging(tmp_path):
 
 @JAX
 def test_a_checkpoint_dir_the_processes_do_not_share_is_refused_by_name(tmp_path):
-    workers = _start(2, tmp_path, 2, "unshared")
-    try:
-        logs = [worker.communicate(timeout=TIMEOUT)[0] for worker in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-    for worker, log in zip(workers, logs, strict=True):
-        assert worker.returncode == 1, log[-2000:]
+    for log in _refused(tmp_path, "unshared"):
         assert "`checkpoint_dir` is not shared between the processes: process 1 does" in log
         assert "Received: checkpoint_dir=" in log
     assert not list((tmp_path / "checkpoints-0").iterdir())  # nothing trained, no marker left
