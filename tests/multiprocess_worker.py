@@ -1,6 +1,6 @@
 """One process of a multi-process `fine_tune` (JAX), as `tests/test_multiprocess.py` starts it.
 
-    python multiprocess_worker.py PROCESS_ID PROCESSES PORT OUT EPOCHS [disagree|unshared|gradual]
+    python multiprocess_worker.py PROCESS_ID PROCESSES PORT OUT EPOCHS [MODE]
 
 Each process joins the job through Keras' own `keras.distribution.initialize`
 (JAX's CPU collectives over gloo, 127.0.0.1), trains under `DataParallel` with
@@ -15,7 +15,9 @@ With `disagree`, the last process has 8 images fewer and another learning rate; 
 `unshared`, each process has a checkpoint directory of its own. With `gradual`, the
 model trains with Keras' `fit` and `kerastl.callbacks.GradualUnfreezing(every=1)`
 instead (EPOCHS epochs, the head first, one more block each epoch), recording its
-trainable set at every epoch's end.
+trainable set at every epoch's end. With `sweep`, `fine_tune` trains a `head_sweep`
+grid of 4 heads for 3 epochs on the cached features, choosing on 32 held-out digits
+(each process its shard), and records the grid's results.
 """
 
 import json
@@ -102,6 +104,26 @@ if mode == "gradual":
         verbose=0,
     )
     write_results(fit.history, trainable_by_epoch=trainable_by_epoch)
+    sys.exit(0)
+if mode == "sweep":
+    held_x = (digits.images[IMAGES : IMAGES + 32, ..., None] * (255 / 16)).astype("float32")
+    held_y = digits.target[IMAGES : IMAGES + 32]
+    if processes > 1:
+        held_x, held_y = held_x[process_id::processes], held_y[process_id::processes]
+    held_out = kerastl.data.from_arrays(held_x, held_y, batch_size=batch, shuffle=False)
+    history = kerastl.fine_tune(
+        model,
+        train,
+        held_out,
+        epochs=0,
+        head_epochs=3,
+        lr=LR,
+        head_sweep={"lr": [1e-2, 1e-1], "weight_decay": [0.0, 1e-4]},
+        cache_dir=os.path.join(out, "cache"),
+        verbose=0,
+    )
+    sweep = [{k: float(v) for k, v in row.items()} for row in history.sweep.results]
+    write_results(history.history, sweep=sweep)
     sys.exit(0)
 checkpoints = os.path.join(out, "checkpoints")
 if mode == "unshared":  # as if each process wrote to a disk of its own

@@ -222,6 +222,25 @@ def test_gradual_unfreezing_opens_the_same_blocks_on_every_process(tmp_path):
 
 
 @JAX
+def test_a_head_sweep_chooses_the_same_head_on_every_process(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    [single], [single_weights] = _run(1, one, 0, "sweep")
+    results, weights = _run(2, two, 0, "sweep")
+    assert len(single["sweep"]) == 4
+    for result in results:
+        for row, reference in zip(result["sweep"], single["sweep"], strict=True):
+            assert row.keys() == reference.keys()
+            for key, value in reference.items():
+                np.testing.assert_allclose(row[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+        for key, values in single["history"].items():
+            np.testing.assert_allclose(result["history"][key], values, rtol=1e-4, atol=1e-5)
+    assert _close(weights[0], weights[1], atol=0.0)
+    assert _close(weights[0], single_weights, atol=1e-5)
+
+
+@JAX
 def test_the_several_hosts_example_launches_two_processes_that_agree(tmp_path):
     script = pathlib.Path(__file__).parent.parent / "docs" / "examples" / "several_hosts.py"
     env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": ""}
