@@ -37,6 +37,8 @@ import tempfile
 import threading
 import time
 
+from bench_memory import _status  # a kB figure of /proc/self/status
+
 SIZE = 64
 FER_MODEL = os.environ.get(
     "KERASTL_FER_MODEL",
@@ -115,14 +117,6 @@ def group_peak_mb(group, version):
 def _write(path, text):
     with open(path, "w") as f:
         f.write(text)
-
-
-def _status(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 class PeakAnon(threading.Thread):
@@ -237,6 +231,7 @@ def main():
         return
     own = args.work is None
     args.work = args.work or tempfile.mkdtemp(prefix="kerastl-ltm-")
+    os.makedirs(args.work, exist_ok=True)
     try:
         path = os.path.join(args.work, f"digits-{args.count}")
         if not os.path.exists(f"{path}.labels.npy"):

@@ -87,6 +87,24 @@ def _close(a, b, atol=1e-5):
     return max(float(np.abs(a[k] - b[k]).max()) for k in a) <= atol
 
 
+def _assert_same_run(single, single_weights, results, weights, rtol=1e-5, atol=1e-6):
+    """Every process's history is the one process's, and so are the weights (identical
+    between the processes, within 1e-5 of the one process)."""
+    for result in results:
+        for key, values in single["history"].items():
+            np.testing.assert_allclose(result["history"][key], values, rtol=rtol, atol=atol)
+    assert _close(weights[0], weights[1], atol=0.0)
+    assert _close(weights[0], single_weights, atol=1e-5)
+
+
+def _one_and_two(tmp_path, epochs, mode):
+    """The workers' results and weights of one process, then of two, in `mode`."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    return _run(1, one, epochs, mode), _run(2, two, epochs, mode)
+
+
 @JAX
 def test_two_processes_train_as_one(runs):
     (_, [single], [single_weights]), (_, results, weights) = runs
@@ -94,11 +112,8 @@ def test_two_processes_train_as_one(runs):
     assert [r["process"] for r in results] == [0, 1]
     for result in results:
         assert result["phases"] == single["phases"] == ["head", "fine-tune"]
-        for key, values in single["history"].items():
-            np.testing.assert_allclose(result["history"][key], values, rtol=1e-5, atol=1e-6)
     # Every process holds the same model, and it is the one process's.
-    assert _close(weights[0], weights[1], atol=0.0)
-    assert _close(weights[0], single_weights, atol=1e-5)
+    _assert_same_run(single, single_weights, results, weights)
 
 
 @JAX
@@ -145,11 +160,7 @@ def test_after_a_worker_is_killed_every_process_resumes_the_same_run(runs, tmp_p
     killed_at = json.loads(pointer.read_text())["checkpoint"]
     assert killed_at in {"ckpt-00001", "ckpt-00002"}  # stopped before the end
     results, weights = _run(2, tmp_path, 2)  # the same call, restarted
-    for result in results:
-        for key, values in uninterrupted[0]["history"].items():
-            np.testing.assert_allclose(result["history"][key], values, rtol=1e-5, atol=1e-6)
-    assert _close(weights[0], weights[1], atol=0.0)
-    assert _close(weights[0], uninterrupted_weights[0], atol=1e-5)
+    _assert_same_run(uninterrupted[0], uninterrupted_weights[0], results, weights)
 
 
 @JAX
@@ -206,38 +217,24 @@ def test_a_checkpoint_dir_the_processes_do_not_share_is_refused_by_name(tmp_path
 
 @JAX
 def test_gradual_unfreezing_opens_the_same_blocks_on_every_process(tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir()
-    two.mkdir()
-    [single], [single_weights] = _run(1, one, 3, "gradual")
-    results, weights = _run(2, two, 3, "gradual")
+    ([single], [single_weights]), (results, weights) = _one_and_two(tmp_path, 3, "gradual")
     steps = single["trainable_by_epoch"]
     assert len(steps) == 3 and len(steps[0]) < len(steps[1]) < len(steps[2])  # one more block
     for result in results:
         assert result["trainable_by_epoch"] == steps
-        for key, values in single["history"].items():
-            np.testing.assert_allclose(result["history"][key], values, rtol=1e-5, atol=1e-6)
-    assert _close(weights[0], weights[1], atol=0.0)
-    assert _close(weights[0], single_weights, atol=1e-5)
+    _assert_same_run(single, single_weights, results, weights)
 
 
 @JAX
 def test_a_head_sweep_chooses_the_same_head_on_every_process(tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir()
-    two.mkdir()
-    [single], [single_weights] = _run(1, one, 0, "sweep")
-    results, weights = _run(2, two, 0, "sweep")
+    ([single], [single_weights]), (results, weights) = _one_and_two(tmp_path, 0, "sweep")
     assert len(single["sweep"]) == 4
     for result in results:
         for row, reference in zip(result["sweep"], single["sweep"], strict=True):
             assert row.keys() == reference.keys()
             for key, value in reference.items():
                 np.testing.assert_allclose(row[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
-        for key, values in single["history"].items():
-            np.testing.assert_allclose(result["history"][key], values, rtol=1e-4, atol=1e-5)
-    assert _close(weights[0], weights[1], atol=0.0)
-    assert _close(weights[0], single_weights, atol=1e-5)
+    _assert_same_run(single, single_weights, results, weights, rtol=1e-4, atol=1e-5)
 
 
 @JAX

@@ -354,8 +354,8 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
     Consecutive batches go through the backbone together, up to `INFERENCE_VALUES`
     input values and `INFERENCE_IMAGES` images a call (fewer calls: a frozen pass in
     inference mode gives the same features at any batch size). Every chunk goes in at
-    the size of the first (a short last one is padded with copies of its last image, their features
-    dropped): one traced step on TensorFlow, one compilation on JAX, where a second
+    the size of the first (a short last one is padded with copies of its last image,
+    their features dropped): one traced step on TensorFlow, one compilation on JAX, where a second
     batch shape would cost a second. Under a distribution that size is rounded up
     to a multiple of the devices a batch is split over.
     """
@@ -397,15 +397,14 @@ def _chunks(batches, values, images=INFERENCE_IMAGES):
     """`(x, [y of each batch], batches merged)`: consecutive batches joined while the
     next one still fits in `values` input values and `images` images (a batch larger
     alone goes alone)."""
-    xs, ys = [], []
+    xs, ys, held, count = [], [], 0, 0
     for x, y in batches:
         xs.append(x)
         ys.append(y)
-        held = sum(part.size for part in xs)
-        count = sum(len(part) for part in xs)
+        held, count = held + x.size, count + len(x)
         if held + x.size > values or count + len(x) > images:
             yield (xs[0] if len(xs) == 1 else np.concatenate(xs)), ys, len(xs)
-            xs, ys = [], []
+            xs, ys, held, count = [], [], 0, 0
     if xs:
         yield (xs[0] if len(xs) == 1 else np.concatenate(xs)), ys, len(xs)
 
