@@ -250,7 +250,8 @@ def test_the_several_hosts_example_launches_two_processes_that_agree(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     lines = sorted(line for line in done.stdout.splitlines() if line.startswith("process "))
-    assert [line.split(":")[0] for line in lines] == ["process 0 of 2", "process 1 of 2"]
+    names = [line.split(":")[0] for line in lines]
+    assert names == ["process 0 of 2", "process 1 of 2"], done.stdout + done.stderr[-2000:]
     assert lines[0].split(":", 1)[1] == lines[1].split(":", 1)[1]  # the same model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "digits.keras"]
 

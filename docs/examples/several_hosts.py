@@ -141,7 +141,8 @@ def main(argv=None):
     accuracy = float(np.mean(predicted == digits.target[1536:]))
     print(
         f"process {index} of {count}: loss {history.history['loss'][-1]:.4f}, "
-        f"held-out accuracy {accuracy:.3f} ({path})"
+        f"held-out accuracy {accuracy:.3f} ({path})",
+        flush=True,  # before JAX's exit hooks, which may end the process without flushing
     )
     return 0
 
