@@ -310,9 +310,20 @@ class FeatureBatches(keras.utils.PyDataset):
     def __len__(self):
         return math.ceil(self.images / self.batch_size)
 
-    def __getitem__(self, index):
+    def _rows(self, index):
         # In file order within the batch: a memory map reads forward.
-        rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+        return np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+
+    def epoch_rows(self):
+        """This epoch's rows, batch after batch: indices into the features laid end to end.
+
+        With `views=True` row `view * n + image` of the `(views * n, ...)` copies.
+        """
+        rows = np.concatenate([self._rows(index) for index in range(len(self))])
+        return self.view[rows] * self.images + rows if self.views else rows
+
+    def __getitem__(self, index):
+        rows = self._rows(index)
         picked = self.features[self.view[rows], rows] if self.views else self.features[rows]
         # Half-precision features go into the head as float32, a batch at a time.
         return np.asarray(picked, dtype="float32"), self.labels[rows]

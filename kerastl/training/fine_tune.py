@@ -503,9 +503,7 @@ class _Run:
             patience=settings.early_stopping,
         )
         with data_errors(self.train, self.validation):
-            trainer.model.fit(
-                **trainer.fit_arguments,
-                validation_data=trainer.validation_data,
+            trainer.fit(
                 epochs=end,
                 initial_epoch=state["epochs_done"],
                 callbacks=[recorder, *settings.callbacks],

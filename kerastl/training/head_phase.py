@@ -16,6 +16,7 @@ import numpy as np
 
 from kerastl import _processes as processes
 from kerastl._keras_private import batch_shards
+from kerastl.training import head_loop
 from kerastl.training.converged_head import (
     MAX_EPOCHS_CACHED,
     MAX_EPOCHS_FULL,
@@ -44,6 +45,9 @@ class Trainer:
             (augmented views flattened into images), else `None`.
         validation_features: on the cache, the validation features and labels
             `(x, y)` as arrays, else `None`.
+        epochs_loop: on the cache where `head_loop` trains the head instead of
+            `fit` (TensorFlow, features in memory), the training `FeatureBatches`
+            and the validation's `(x, y, batch_size)` or `None`; else `None`.
     """
 
     model: keras.Model
@@ -53,6 +57,29 @@ class Trainer:
     on_cache: bool = False
     features: tuple | None = None
     validation_features: tuple | None = None
+    epochs_loop: tuple | None = None
+
+    def fit(self, *, epochs, initial_epoch=0, callbacks=(), verbose=0):
+        """Trains `model` as `model.fit` would on this trainer's data; the `History`."""
+        if self.epochs_loop is not None:
+            batches, validation = self.epochs_loop
+            return head_loop.fit_epochs(
+                self.model,
+                batches,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                validation=validation,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+        return self.model.fit(
+            **self.fit_arguments,
+            validation_data=self.validation_data,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=list(callbacks),
+            verbose=verbose,
+        )
 
 
 def full_model_trainer(model, train, validation):
@@ -158,6 +185,18 @@ def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
             # The order kerastl batches keep; arrays are reshuffled every epoch as fit does.
             "shuffle": not train.keeps_order,
         }
+    epochs_loop = None
+    if head_loop.applies(model, features.features):
+        batches = FeatureBatches(
+            features.features,
+            features.labels,
+            train.batch_size,
+            shuffle=not train.keeps_order,
+            views=bool(views),
+            epoch=epochs_done,
+        )
+        held_out = None if validation is None else (*validation_features, validation.batch_size)
+        epochs_loop = (batches, held_out)
     trainer = Trainer(
         model,
         fit_arguments,
@@ -166,6 +205,7 @@ def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
         on_cache=True,
         features=(x, y),
         validation_features=validation_features,
+        epochs_loop=epochs_loop,
     )
     return trainer, None
 
@@ -212,13 +252,7 @@ def converge_head(settings, trainer, *, steps_per_epoch):
     patience = max(PATIENCE, math.ceil(PATIENCE_STEPS / max(steps_per_epoch, 1)))
     plateau = StopOnPlateau(patience=patience)
     epochs = MAX_EPOCHS_CACHED if trainer.on_cache else MAX_EPOCHS_FULL
-    trainer.model.fit(
-        **trainer.fit_arguments,
-        validation_data=trainer.validation_data,
-        epochs=epochs,
-        callbacks=[plateau],
-        verbose=settings.verbose,
-    )
+    trainer.fit(epochs=epochs, callbacks=[plateau], verbose=settings.verbose)
     logs = plateau.restore()
     if settings.verbose:
         print(f"Head phase: {plateau.epochs} epochs, the loss stopped improving")
