@@ -1,22 +1,23 @@
-"""The head's epochs on cached features without `fit`: one compiled call an epoch (TensorFlow).
+"""The head's epochs on cached features without `fit` (TensorFlow, torch).
 
-Keras' `fit` costs TensorFlow about 0.6 s a call whatever the epochs (its step is
-traced twice inside a `tf.while_loop` over a `tf.data` iterator, and an iterator
-is built every epoch) and about 1 ms a step: on cached features, where a step of
-a Dense head is a few matrix products, that was most of the head phase (measured
-on 2,000 features of 1,280: 1.2-1.5 s for 10 epochs, against 0.6 s here). Here the
-features sit in memory as one tensor, and an epoch is one call of a traced loop
-that gathers each batch and runs the model's own `train_step`: its loss,
-optimizer, loss scaling and metrics, as `fit` runs them.
+On cached features a step is a few small matrix products, and what `fit` does
+around each step was most of the head phase. TensorFlow's `fit` costs about
+0.6 s a call whatever the epochs (its step traced twice inside a `tf.while_loop`
+over a `tf.data` iterator built every epoch) and about 1 ms a step; torch's about
+0.4 ms a step beyond the 1.9 ms of the step itself (a one-unit head on 2,000
+features of 1,280, 10 epochs: TensorFlow 1.14-1.48 s with `fit`, 0.57-0.60 s
+here; torch 1.52-1.60 s, 1.15-1.26 s). Here the features sit in memory as one
+tensor, and each batch is gathered from it and goes through the model's own
+`train_step` (its loss, optimizer, loss scaling and metrics, as `fit` runs them):
+on TensorFlow an epoch is one call of a traced loop, on torch a Python loop.
 
 What callbacks see is what `fit` shows them at the level of epochs
 (`on_train_begin`, `on_epoch_begin`, `on_epoch_end` with the same logs, `val_`
 ones included, `on_train_end`, `model.stop_training`, `model.history`); no
-batch-level calls, as none happens between two batches of one call. The batches
-are those of `FeatureBatches` (the same rows, the same draws from
-`(seed, epoch)`), so a resumed run sees what an uninterrupted one would.
-JAX and torch keep `fit`: their head epoch already costs under 1% (JAX) and
-about 2% (torch, one step a call) of a backbone pass.
+batch-level calls. The batches are those of `FeatureBatches` (the same rows, the
+same draws from `(seed, epoch)`), so a resumed run sees what an uninterrupted one
+would. JAX keeps `fit`: its compiled epoch already costs under 1% of a backbone
+pass.
 """
 
 import keras
@@ -29,12 +30,12 @@ from kerastl._keras_private import batch_shards
 def applies(model, features):
     """Whether `fit_epochs` trains `model` on `features` (else Keras' `fit` does).
 
-    TensorFlow only, features in memory (a memory map is read a batch at a time
-    by `fit`), the model on one device of one process (a `tf.distribute`
-    strategy splits each batch itself).
+    TensorFlow and torch, features in memory (a memory map is read a batch at a
+    time by `fit`), the model on one device of one process (a distribution splits
+    each batch itself).
     """
     return (
-        keras.config.backend() == "tensorflow"
+        keras.config.backend() in ("tensorflow", "torch")
         and not isinstance(features, np.memmap)
         and batch_shards(model) == 1
         and processes.count() == 1
@@ -66,11 +67,13 @@ def fit_epochs(
         labels = np.tile(labels, (batches.features.shape[0],) + (1,) * (labels.ndim - 1))
     if not model.optimizer.built:  # the metrics build as the step is traced, as in `fit`
         model.optimizer.build(model.trainable_variables)
-    train = _epoch(model.train_step, features, labels, batches.batch_size)
+    train = _epoch(model.train_step, features, labels, batches.batch_size, training=True)
     evaluate = None
     if validation is not None:
         val_features, val_labels, val_size = validation
-        evaluate = _epoch(model.test_step, val_features, np.asarray(val_labels), val_size)
+        evaluate = _epoch(
+            model.test_step, val_features, np.asarray(val_labels), val_size, training=False
+        )
         every_row = np.arange(len(val_features))
     callback_list = keras.callbacks.CallbackList(
         list(callbacks),
@@ -87,10 +90,12 @@ def fit_epochs(
     for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
+        _mode(model, training=True)
         train(batches.epoch_rows())
         logs = _results(model)
         if evaluate is not None:
             model.reset_metrics()
+            _mode(model, training=False)
             evaluate(every_row)
             logs.update({f"val_{key}": value for key, value in _results(model).items()})
         callback_list.on_epoch_end(epoch, logs)
@@ -102,8 +107,10 @@ def fit_epochs(
     return model.history
 
 
-def _epoch(step, features, labels, batch_size):
-    """A traced function running `step` on every batch of the given rows, in their order."""
+def _epoch(step, features, labels, batch_size, training):
+    """A function running `step` on every batch of the given rows, in their order."""
+    if keras.config.backend() == "torch":
+        return _eager_epoch(step, features, labels, batch_size, training)
     import tensorflow as tf
 
     x = tf.constant(np.asarray(features, dtype="float32"))
@@ -120,6 +127,30 @@ def _epoch(step, features, labels, batch_size):
         return tf.while_loop(lambda i: i < count, lambda i: body(rows, i), (tf.constant(0),))
 
     return lambda rows: run(tf.constant(rows))
+
+
+def _eager_epoch(step, features, labels, batch_size, training):
+    import torch
+
+    x = keras.ops.convert_to_tensor(np.asarray(features, dtype="float32"))
+    y = keras.ops.convert_to_tensor(labels)
+    # Keras' torch trainer runs its test step without autograd; its train step needs it.
+    context = torch.enable_grad if training else torch.no_grad
+
+    def run(rows):
+        rows = keras.ops.convert_to_tensor(rows)
+        with context():
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start : start + batch_size]
+                step((x[batch], y[batch]))
+
+    return run
+
+
+def _mode(model, training):
+    """torch: the module's own mode, as `fit` and `evaluate` set it (for wrapped torch layers)."""
+    if keras.config.backend() == "torch":
+        model.train(training)
 
 
 def _results(model):
