@@ -129,7 +129,7 @@ def test_label_smoothing_ema_one_cycle_and_early_stopping_run(photos):
         model,
         (x, y),
         (x, (y + 1) % 3),
-        epochs=4,
+        epochs=8,  # room to stop: in the full suite a run went 4 epochs before stopping
         head_epochs=1,
         schedule="one_cycle",
         label_smoothing=0.1,
@@ -141,7 +141,7 @@ def test_label_smoothing_ema_one_cycle_and_early_stopping_run(photos):
     )
     assert isinstance(model.loss, kerastl.losses.SparseCategoricalCrossentropy)
     assert model.optimizer.inner_optimizer.use_ema
-    assert history.stopped_early and len(history.epoch) < 5
+    assert history.stopped_early and len(history.epoch) < 9
     val = history.history["val_loss"]
     best = min(val[1:])  # phase 2's best epoch: its weights are restored
     final = history.final["loss"]

@@ -14,10 +14,11 @@ on TensorFlow an epoch is one call of a traced loop, on torch a Python loop.
 What callbacks see is what `fit` shows them at the level of epochs
 (`on_train_begin`, `on_epoch_begin`, `on_epoch_end` with the same logs, `val_`
 ones included, `on_train_end`, `model.stop_training`, `model.history`); no
-batch-level calls. The batches are those of `FeatureBatches` (the same rows, the
-same draws from `(seed, epoch)`), so a resumed run sees what an uninterrupted one
-would. JAX keeps `fit`: its compiled epoch already costs under 1% of a backbone
-pass.
+batch-level calls. The batches are those `fit` draws from the same
+`FeatureBatches` (the same rows, the same draws from `(seed, epoch)`), so a
+resumed run sees what an uninterrupted one would, and a run on one device what
+`fit` gives on several. JAX keeps `fit`: its compiled epoch already costs under
+1% of a backbone pass.
 """
 
 import keras
@@ -84,6 +85,9 @@ def fit_epochs(
         epochs=epochs,
         steps=len(batches),
     )
+    # Keras' fit looks at a PyDataset's first batches, then ends an epoch, before it
+    # trains (3.15, every backend): the epochs here see the draws fit's would.
+    batches.on_epoch_end()
     model.stop_training = False
     callback_list.on_train_begin()
     logs = {}

@@ -161,12 +161,14 @@ def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
     shape = features.features.shape[2:] if views else features.features.shape[1:]
     model = _head_model(settings, head, shape, steps)
     x, y = features.features, features.labels
-    if views:
+    if views:  # copy `v` of image `i` is row `v * n + i`
         x = x.reshape((-1, *x.shape[2:]))
-        y = None if y is None else np.repeat(np.asarray(y), views, axis=0)
-    if views or on_disk:
-        # Views: one copy per image per epoch, drawn from (seed, epoch): a resumed run
-        # draws what an uninterrupted one would.
+        y = None if y is None else np.tile(y, (views,) + (1,) * (np.ndim(y) - 1))
+    epochs_loop = None
+    if views or on_disk or keras.config.backend() != "jax":
+        # Batches drawn from (seed, epoch): a resumed run sees what an uninterrupted one
+        # would, one device what several would (TensorFlow and torch train on them
+        # without `fit` where they can, `head_loop`); views: one copy per image an epoch.
         batches = FeatureBatches(
             features.features,
             features.labels,
@@ -177,6 +179,11 @@ def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
         )
         # Keras would reshuffle a PyDataset's batches (torch) from the global RNG.
         fit_arguments = {"x": batches, "shuffle": False}
+        if head_loop.applies(model, features.features):
+            held_out = None
+            if validation is not None:
+                held_out = (*validation_features, validation.batch_size)
+            epochs_loop = (batches, held_out)
     else:
         fit_arguments = {
             "x": features.features,
@@ -185,18 +192,6 @@ def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
             # The order kerastl batches keep; arrays are reshuffled every epoch as fit does.
             "shuffle": not train.keeps_order,
         }
-    epochs_loop = None
-    if head_loop.applies(model, features.features):
-        batches = FeatureBatches(
-            features.features,
-            features.labels,
-            train.batch_size,
-            shuffle=not train.keeps_order,
-            views=bool(views),
-            epoch=epochs_done,
-        )
-        held_out = None if validation is None else (*validation_features, validation.batch_size)
-        epochs_loop = (batches, held_out)
     trainer = Trainer(
         model,
         fit_arguments,
