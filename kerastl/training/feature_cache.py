@@ -397,14 +397,13 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
 def _inference_values():
     """Input values per call of the frozen pass: `INFERENCE_VALUES` on TensorFlow, where
     a call costs a traced step (MobileNetV2 0.35 at 96 px: 1,239 images/s in calls of
-    256 against 831 in calls of 32), half of it on torch, whose eager calls ran fastest
-    at 128 images there (415 images/s against 250 at 32 and 350 at 256), so 46 images of
-    160 px a call. JAX runs each batch alone: its compiled step ran as fast at 32 images
-    as at 64-256 (165-174 images/s; 191 against 177 in an earlier run)."""
-    backend = keras.config.backend()
-    if backend == "tensorflow":
-        return INFERENCE_VALUES
-    return INFERENCE_VALUES // 2 if backend == "torch" else 0
+    256 against 831 in calls of 32). JAX and torch run each batch alone. JAX's compiled
+    step ran as fast at 32 images as at 64-256 (165-174 images/s). torch's eager calls
+    ran faster joined (415 images/s at 128 against 250 at 32), but joined calls of 128
+    small images were killed under an 800 MB limit that single batches trained within
+    (`benchmarks/bench_larger_than_memory.py`), and 92 images of 160 px peaked 1 GB above
+    the model (`benchmarks/bench_memory.py`): memory bounded by the user's batch wins."""
+    return INFERENCE_VALUES if keras.config.backend() == "tensorflow" else 0
 
 
 def _chunks(batches, values, images=INFERENCE_IMAGES):
