@@ -314,11 +314,17 @@ class FeatureBatches(keras.utils.PyDataset):
         # In file order within the batch: a memory map reads forward.
         return np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
 
-    def epoch_rows(self):
-        """This epoch's rows, batch after batch: indices into the features laid end to end.
+    def end_to_end(self):
+        """`(features, labels)` with the copies laid end to end: copy `v` of image `i` is
+        row `v * n + i` (the features as they are without `views=True`)."""
+        if not self.views:
+            return self.features, self.labels
+        copies = self.features.shape[0]
+        labels = np.tile(self.labels, (copies,) + (1,) * (self.labels.ndim - 1))
+        return self.features.reshape((-1, *self.feature_shape)), labels
 
-        With `views=True` row `view * n + image` of the `(views * n, ...)` copies.
-        """
+    def epoch_rows(self):
+        """This epoch's rows, batch after batch: indices into `end_to_end()`'s features."""
         rows = np.concatenate([self._rows(index) for index in range(len(self))])
         return self.view[rows] * self.images + rows if self.views else rows
 

@@ -62,10 +62,7 @@ def fit_epochs(
     Returns:
         The `keras.callbacks.History` of the run (also `model.history`).
     """
-    features, labels = batches.features, np.asarray(batches.labels)
-    if batches.views:  # rows `view * n + image` of the copies laid end to end
-        features = features.reshape((-1, *features.shape[2:]))
-        labels = np.tile(labels, (batches.features.shape[0],) + (1,) * (labels.ndim - 1))
+    features, labels = batches.end_to_end()
     if not model.optimizer.built:  # the metrics build as the step is traced, as in `fit`
         model.optimizer.build(model.trainable_variables)
     train = _epoch(model.train_step, features, labels, batches.batch_size, training=True)

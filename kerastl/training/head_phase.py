@@ -12,7 +12,6 @@ import dataclasses
 import math
 
 import keras
-import numpy as np
 
 from kerastl import _processes as processes
 from kerastl._keras_private import batch_shards
@@ -46,7 +45,7 @@ class Trainer:
         validation_features: on the cache, the validation features and labels
             `(x, y)` as arrays, else `None`.
         epochs_loop: on the cache where `head_loop` trains the head instead of
-            `fit` (TensorFlow, features in memory), the training `FeatureBatches`
+            `fit` (TensorFlow and torch, features in memory), the training `FeatureBatches`
             and the validation's `(x, y, batch_size)` or `None`; else `None`.
     """
 
@@ -161,9 +160,6 @@ def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
     shape = features.features.shape[2:] if views else features.features.shape[1:]
     model = _head_model(settings, head, shape, steps)
     x, y = features.features, features.labels
-    if views:  # copy `v` of image `i` is row `v * n + i`
-        x = x.reshape((-1, *x.shape[2:]))
-        y = None if y is None else np.tile(y, (views,) + (1,) * (np.ndim(y) - 1))
     epochs_loop = None
     if views or on_disk or keras.config.backend() != "jax":
         # Batches drawn from (seed, epoch): a resumed run sees what an uninterrupted one
@@ -179,6 +175,7 @@ def cached_trainer(settings, train, validation, *, steps, epochs_done=0):
         )
         # Keras would reshuffle a PyDataset's batches (torch) from the global RNG.
         fit_arguments = {"x": batches, "shuffle": False}
+        x, y = batches.end_to_end()
         if head_loop.applies(model, features.features):
             held_out = None
             if validation is not None:
