@@ -122,6 +122,27 @@ def producer(tensor):
     return operation, list(operation._inbound_nodes[node_index].input_tensors)
 
 
+def output_values(layer):
+    """Values a layer's calls output per example (`Layer._inbound_nodes`), or `None`.
+
+    The sum over every call the layer makes in a functional graph (a layer called
+    twice counts twice) of its outputs' sizes without the batch axis; `None` where
+    a size is unknown (a `None` axis). A layer that was never called symbolically
+    (a subclassed model's inner layers) has no calls: 0.
+    """
+    total = 0
+    for node in getattr(layer, "_inbound_nodes", ()):
+        for tensor in node.output_tensors:
+            shape = tuple(tensor.shape)[1:]
+            if any(size is None for size in shape):
+                return None
+            count = 1
+            for size in shape:
+                count *= int(size)
+            total += count
+    return total
+
+
 def print_msg(message):
     """Prints one informational line as Keras does (`keras.src.utils.io_utils.print_msg`).
 

@@ -483,6 +483,40 @@ class _Doubling(keras.layers.Layer):
         return x * 2
 
 
+def test_the_frozen_pass_joins_batches_where_the_backend_gains_and_memory_allows(
+    photos, monkeypatch
+):
+    """TensorFlow joins batches up to its budgets; torch while every layer's outputs for
+    the call fit in an eighth of the free memory, and each batch alone where they do not
+    or where that is unknown; JAX each batch alone. The features are the same."""
+    x, y = _data(photos)
+    model = _model(photos)
+    front, _, _ = feature_cache.cacheable(model)
+    per_image = feature_cache._activation_bytes(front)
+    # At least the backbone's conv, BatchNorm and ReLU outputs (16x16x8, 8x8x16), float32.
+    assert per_image >= 4 * 3 * (16 * 16 * 8 + 8 * 8 * 16)
+    sizes = []
+    original = feature_cache._predict
+    monkeypatch.setattr(
+        feature_cache, "_predict", lambda front, x: sizes.append(len(x)) or original(front, x)
+    )
+    runs = {}
+    for name, free in (("ample", 10**13), ("seven_images", 8 * 7 * per_image), ("unknown", None)):
+        monkeypatch.setattr(feature_cache.memory, "available_bytes", lambda free=free: free)
+        sizes.clear()
+        features = kerastl.cache_features(model, (x, y), batch_size=3, verbose=0).features
+        runs[name] = (list(sizes), np.asarray(features))
+    alone = [3] * 6
+    expected = {
+        "tensorflow": {"ample": [18], "seven_images": [18], "unknown": [18]},
+        "torch": {"ample": [18], "seven_images": [6, 6, 6], "unknown": alone},
+        "jax": {"ample": alone, "seven_images": alone, "unknown": alone},
+    }[keras.config.backend()]
+    assert {name: calls for name, (calls, _) in runs.items()} == expected
+    for _, features in runs.values():
+        np.testing.assert_allclose(features, runs["unknown"][1], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.backend_free
 def test_the_frozen_pass_joins_batches_up_to_its_value_and_image_budgets():
     batches = [(np.zeros((100, 4, 4, 1)), np.arange(100)) for _ in range(6)]

@@ -60,6 +60,20 @@ def test_set_build_input_shape_lets_sequential_add_its_input():
     assert model.built and model.input_shape == (None, 5)
 
 
+def test_output_values_counts_every_call_of_a_layer_per_example():
+    dense = keras.layers.Dense(3)
+    x = keras.Input((4,))
+    keras.Model(x, keras.layers.Add()([dense(x), dense(x)]))
+    assert private.output_values(dense) == 6  # two calls of 3 values
+    conv = keras.layers.Conv2D(2, 3)
+    conv(keras.Input((5, 5, 1)))
+    assert private.output_values(conv) == 3 * 3 * 2
+    assert private.output_values(keras.layers.Dense(2)) == 0  # never called symbolically
+    flexible = keras.layers.Conv2D(2, 3)
+    flexible(keras.Input((None, None, 1)))
+    assert private.output_values(flexible) is None
+
+
 def test_producer_names_the_call_that_made_a_tensor():
     images = keras.Input((8, 8, 3))
     conv = keras.layers.Conv2D(3, 1, name="conv")

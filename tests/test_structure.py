@@ -12,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).parent.parent / "kerastl"
 
 # Bottom to top. A module may import from its own part or from parts below it.
 LEVELS = [
-    {"_version", "_keras_private", "_checks", "_processes"},
+    {"_version", "_keras_private", "_checks", "_processes", "_memory"},
     {"files"},  # file formats and the one atomic writer
     {"losses"},
     {"backbones"},

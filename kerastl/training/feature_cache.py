@@ -25,9 +25,10 @@ import mmap
 import keras
 import numpy as np
 
+from kerastl import _memory as memory
 from kerastl import _processes as processes
 from kerastl._checks import check_positive_int
-from kerastl._keras_private import batch_shards, shard_batch
+from kerastl._keras_private import batch_shards, flatten_layers, output_values, shard_batch
 from kerastl._processes import local_rows
 from kerastl.data.adapter import DataAdapter, adapt
 from kerastl.heads.task_head import TaskHead
@@ -361,6 +362,11 @@ def _read_at_random(features):
 # activations are not: 1,728 images of 64x64x1 peaked 1.5 GB in a mini-Xception).
 INFERENCE_VALUES = 256 * 96 * 96 * 3
 INFERENCE_IMAGES = 256
+# torch: at most 128 images a call (MobileNetV2 0.35 at 96 px ran 250 images/s at
+# 32, 415 at 128, 350 at 256), and only while every layer's outputs for them take
+# at most an eighth of the memory the process may still take.
+TORCH_IMAGES = 128
+TORCH_MEMORY_SHARE = 8
 
 
 def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
@@ -381,10 +387,11 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
     labels = []
     size = None
     shards = batch_shards(front)
+    values, images = _call_budget(front)
     step = 0
     for batches in _passes(data, passes):
         first_pass = step == 0
-        for x, ys, merged in _chunks(batches, _inference_values()):
+        for x, ys, merged in _chunks(batches, values, images):
             count = len(x)
             size = size or -(-count // shards) * shards
             if count < size:
@@ -400,16 +407,47 @@ def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
     return sink.finish(), (np.concatenate(labels) if labels else None)
 
 
-def _inference_values():
-    """Input values per call of the frozen pass: `INFERENCE_VALUES` on TensorFlow, where
-    a call costs a traced step (MobileNetV2 0.35 at 96 px: 1,239 images/s in calls of
-    256 against 831 in calls of 32). JAX and torch run each batch alone. JAX's compiled
-    step ran as fast at 32 images as at 64-256 (165-174 images/s). torch's eager calls
-    ran faster joined (415 images/s at 128 against 250 at 32), but joined calls of 128
-    small images were killed under an 800 MB limit that single batches trained within
-    (`benchmarks/bench_larger_than_memory.py`), and 92 images of 160 px peaked 1 GB above
-    the model (`benchmarks/bench_memory.py`): memory bounded by the user's batch wins."""
-    return INFERENCE_VALUES if keras.config.backend() == "tensorflow" else 0
+def _call_budget(front):
+    """`(input values, images)` one call of the frozen pass may hold (`0, 0`: each batch alone).
+
+    TensorFlow: `INFERENCE_VALUES` and `INFERENCE_IMAGES` (a call costs a traced
+    step: MobileNetV2 0.35 at 96 px ran 1,239 images/s in calls of 256 against 831
+    in calls of 32). torch: up to `TORCH_IMAGES`, while the activations of the call
+    fit in a `TORCH_MEMORY_SHARE`th of `available_bytes()`: its eager calls run
+    faster joined, but Keras' functional run keeps every layer's output until it
+    returns, so a joined call holds all of them for every image (MobileNetV2 0.35 at
+    96 px: 6.7 MB an image; calls of 128 small gray images were killed under an
+    800 MB limit that single batches ran within, `benchmarks/bench_larger_than_memory.py`).
+    Where the memory or the activations are unknown, torch runs each batch alone.
+    JAX runs each batch alone: its compiled step ran as fast at 32 images as at
+    64-256 (165-174 images/s).
+    """
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        return INFERENCE_VALUES, INFERENCE_IMAGES
+    if backend == "torch":
+        per_image = _activation_bytes(front)
+        free = memory.available_bytes()
+        if per_image and free:
+            return INFERENCE_VALUES, min(TORCH_IMAGES, free // TORCH_MEMORY_SHARE // per_image)
+    return 0, 0
+
+
+def _activation_bytes(front):
+    """Bytes of every layer's outputs for one image (float32), or `None` where unknown.
+
+    The inputs are not counted (the batch is there anyway, and a model taking any
+    image size has inputs of unknown size). Layers that a layer calls in its own
+    code (not in a functional graph) leave no record and are not counted either: a
+    lower bound, where the backbone's functional graph weighs most.
+    """
+    layers = flatten_layers(front, include_self=True)
+    sizes = [
+        output_values(layer) for layer in layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    if any(size is None for size in sizes):
+        return None
+    return 4 * sum(sizes)
 
 
 def _chunks(batches, values, images=INFERENCE_IMAGES):

@@ -1,0 +1,93 @@
+"""How much memory this process may still take (Linux), for choices that trade memory for speed.
+
+`available_bytes()` is the smaller of the machine's `MemAvailable` and, where the
+process runs in a memory cgroup with a limit (a container, a batch job, a
+`systemd` slice), that limit less what the cgroup holds, counting its inactive
+page cache as free (the kernel reclaims it before it kills). `None` where this
+cannot be read (not Linux): callers then take the choice that needs no memory.
+"""
+
+import os
+
+_UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a huge number
+
+
+def available_bytes():
+    """Bytes this process may still allocate, or `None` where that cannot be read."""
+    machine = _meminfo_available()
+    if machine is None:
+        return None
+    group = _cgroup_headroom()
+    return machine if group is None else min(machine, group)
+
+
+def _meminfo_available():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_headroom():
+    """The memory cgroup's limit less what it holds (inactive page cache counted free)."""
+    for directory, names in _cgroup_directories():
+        limit = _read_number(os.path.join(directory, names[0]))
+        usage = _read_number(os.path.join(directory, names[1]))
+        if limit is None or usage is None:
+            continue
+        hierarchical = _stat(os.path.join(directory, "memory.stat"), "hierarchical_memory_limit")
+        limit = min(limit, hierarchical or limit)  # v1: a parent's limit binds too
+        if limit >= _UNLIMITED:
+            return None
+        inactive = _stat(os.path.join(directory, "memory.stat"), names[2]) or 0
+        return max(limit - usage + inactive, 0)
+    return None
+
+
+def _cgroup_directories():
+    """Candidate `(directory, (limit, usage, inactive-cache key))` of this process's cgroup."""
+    v1 = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+    v2 = ("memory.max", "memory.current", "inactive_file")
+    found = []
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if "memory" in controllers.split(","):
+            found.append((os.path.join("/sys/fs/cgroup/memory", path.lstrip("/")), v1))
+        elif hierarchy == "0" and not controllers:
+            found.append((os.path.join("/sys/fs/cgroup", path.lstrip("/")), v2))
+    return found
+
+
+def _read_number(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    if text == "max":
+        return _UNLIMITED
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _stat(path, key):
+    try:
+        with open(path) as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
