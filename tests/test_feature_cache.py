@@ -517,6 +517,18 @@ def test_the_frozen_pass_joins_batches_where_the_backend_gains_and_memory_allows
         np.testing.assert_allclose(features, runs["unknown"][1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(keras.config.backend() != "torch", reason="a torch module in a Keras model")
+def test_a_torch_module_inside_leaves_the_activations_unknown_so_torch_joins_nothing():
+    import torch
+
+    inputs = keras.Input((8, 8, 3))
+    flat = keras.layers.Flatten()(inputs)
+    outputs = keras.layers.TorchModuleWrapper(torch.nn.Linear(192, 4), output_shape=(4,))(flat)
+    front = keras.Model(inputs, outputs)
+    assert feature_cache._activation_bytes(front) is None
+    assert feature_cache._call_budget(front) == (0, 0)
+
+
 @pytest.mark.backend_free
 def test_the_frozen_pass_joins_batches_up_to_its_value_and_image_budgets():
     batches = [(np.zeros((100, 4, 4, 1)), np.arange(100)) for _ in range(6)]

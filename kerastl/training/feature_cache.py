@@ -367,6 +367,7 @@ INFERENCE_IMAGES = 256
 # at most an eighth of the memory the process may still take.
 TORCH_IMAGES = 128
 TORCH_MEMORY_SHARE = 8
+_TORCH_MODULE_WRAPPER = getattr(keras.layers, "TorchModuleWrapper", ())
 
 
 def _compute(front, data, verbose, sink, passes=1, dtype="float32"):
@@ -439,9 +440,12 @@ def _activation_bytes(front):
     The inputs are not counted (the batch is there anyway, and a model taking any
     image size has inputs of unknown size). Layers that a layer calls in its own
     code (not in a functional graph) leave no record and are not counted either: a
-    lower bound, where the backbone's functional graph weighs most.
+    lower bound, where the backbone's functional graph weighs most. A torch module
+    inside (`TorchModuleWrapper`) hides all of its own: unknown.
     """
     layers = flatten_layers(front, include_self=True)
+    if any(isinstance(layer, _TORCH_MODULE_WRAPPER) for layer in layers):
+        return None
     sizes = [
         output_values(layer) for layer in layers if not isinstance(layer, keras.layers.InputLayer)
     ]
