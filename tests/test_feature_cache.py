@@ -515,6 +515,15 @@ def test_the_frozen_pass_joins_batches_where_the_backend_gains_and_memory_allows
     assert {name: calls for name, (calls, _) in runs.items()} == expected
     for _, features in runs.values():
         np.testing.assert_allclose(features, runs["unknown"][1], rtol=1e-5, atol=1e-6)
+    # Two processes on the host (torch.distributed): each takes half of that share.
+    monkeypatch.setattr(feature_cache.memory, "available_bytes", lambda: 8 * 7 * per_image)
+    monkeypatch.setattr(feature_cache.processes, "count", lambda: 2)
+    two_processes = {
+        "tensorflow": (feature_cache.INFERENCE_VALUES, feature_cache.INFERENCE_IMAGES),
+        "torch": (feature_cache.INFERENCE_VALUES, 3),
+        "jax": (0, 0),
+    }
+    assert feature_cache._call_budget(front) == two_processes[keras.config.backend()]
 
 
 @pytest.mark.skipif(keras.config.backend() != "torch", reason="a torch module in a Keras model")

@@ -414,10 +414,11 @@ def _call_budget(front):
     TensorFlow: `INFERENCE_VALUES` and `INFERENCE_IMAGES` (a call costs a traced
     step: MobileNetV2 0.35 at 96 px ran 1,239 images/s in calls of 256 against 831
     in calls of 32). torch: up to `TORCH_IMAGES`, while the activations of the call
-    fit in a `TORCH_MEMORY_SHARE`th of `available_bytes()`: its eager calls run
+    fit in a `TORCH_MEMORY_SHARE`th of `available_bytes()` (divided again among
+    the processes of a `torch.distributed` job): its eager calls run
     faster joined, but Keras' functional run keeps every layer's output until it
     returns, so a joined call holds all of them for every image (MobileNetV2 0.35 at
-    96 px: 6.7 MB an image; calls of 128 small gray images were killed under an
+    96 px: 6.9 MB an image; calls of 128 small gray images were killed under an
     800 MB limit that single batches ran within, `benchmarks/bench_larger_than_memory.py`).
     Where the memory or the activations are unknown, torch runs each batch alone.
     JAX runs each batch alone: its compiled step ran as fast at 32 images as at
@@ -430,7 +431,9 @@ def _call_budget(front):
         per_image = _activation_bytes(front)
         free = memory.available_bytes()
         if per_image and free:
-            return INFERENCE_VALUES, min(TORCH_IMAGES, free // TORCH_MEMORY_SHARE // per_image)
+            # Several processes (torch.distributed) may share this host's memory.
+            share = free // (TORCH_MEMORY_SHARE * processes.count())
+            return INFERENCE_VALUES, min(TORCH_IMAGES, share // per_image)
     return 0, 0
 
 
