@@ -33,23 +33,43 @@ def _meminfo_available():
 
 
 def _cgroup_headroom():
-    """The memory cgroup's limit less what it holds (inactive page cache counted free)."""
-    for directory, names in _cgroup_directories():
-        limit = _read_number(os.path.join(directory, names[0]))
-        usage = _read_number(os.path.join(directory, names[1]))
-        if limit is None or usage is None:
-            continue
-        hierarchical = _stat(os.path.join(directory, "memory.stat"), "hierarchical_memory_limit")
-        limit = min(limit, hierarchical or limit)  # v1: a parent's limit binds too
-        if limit >= _UNLIMITED:
-            return None
-        inactive = _stat(os.path.join(directory, "memory.stat"), names[2]) or 0
-        return max(limit - usage + inactive, 0)
-    return None
+    """The memory cgroup's limit less what it holds (inactive page cache counted free).
+
+    The tightest over the process's cgroup and the groups above it (a parent's limit
+    binds its children: v1 reports it as `hierarchical_memory_limit`, v2 in the
+    parent's own files); `None` where no group has a limit.
+    """
+    tightest = None
+    for directory, root, names in _cgroup_directories():
+        while True:
+            room = _headroom(directory, names)
+            if room is not None:
+                tightest = room if tightest is None else min(tightest, room)
+            if os.path.normpath(directory) == os.path.normpath(root):
+                break
+            directory = os.path.dirname(os.path.normpath(directory))
+            if not directory.startswith(os.path.normpath(root)):
+                break
+    return tightest
+
+
+def _headroom(directory, names):
+    """One group's limit less its usage plus inactive page cache, or `None` (no limit)."""
+    limit = _read_number(os.path.join(directory, names[0]))
+    usage = _read_number(os.path.join(directory, names[1]))
+    if limit is None or usage is None:
+        return None
+    stat = os.path.join(directory, "memory.stat")
+    hierarchical = _stat(stat, "hierarchical_memory_limit")
+    limit = min(limit, hierarchical or limit)
+    if limit >= _UNLIMITED:
+        return None
+    return max(limit - usage + (_stat(stat, names[2]) or 0), 0)
 
 
 def _cgroup_directories():
-    """Candidate `(directory, (limit, usage, inactive-cache key))` of this process's cgroup."""
+    """`(directory, its hierarchy's root, (limit, usage, inactive-cache key))` of this
+    process's memory cgroup, for each hierarchy that has one (v1 and v2)."""
     v1 = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
     v2 = ("memory.max", "memory.current", "inactive_file")
     found = []
@@ -61,9 +81,11 @@ def _cgroup_directories():
     for line in lines:
         hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
         if "memory" in controllers.split(","):
-            found.append((os.path.join("/sys/fs/cgroup/memory", path.lstrip("/")), v1))
+            root = "/sys/fs/cgroup/memory"
+            found.append((os.path.join(root, path.lstrip("/")), root, v1))
         elif hierarchy == "0" and not controllers:
-            found.append((os.path.join("/sys/fs/cgroup", path.lstrip("/")), v2))
+            root = "/sys/fs/cgroup"
+            found.append((os.path.join(root, path.lstrip("/")), root, v2))
     return found
 
 

@@ -17,7 +17,7 @@ def _group(tmp_path, version, limit, usage, inactive):
     (tmp_path / names[0]).write_text(f"{limit}\n")
     (tmp_path / names[1]).write_text(f"{usage}\n")
     (tmp_path / "memory.stat").write_text(f"cache 5\n{names[2]} {inactive}\n")
-    return [(str(tmp_path), names)]
+    return [(str(tmp_path), str(tmp_path), names)]
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
@@ -38,7 +38,8 @@ def test_no_limit_and_unreadable_groups_leave_the_machines_figure(tmp_path, monk
     v1_unlimited = _group(tmp_path, "v1", limit=9223372036854771712, usage=10**9, inactive=0)
     monkeypatch.setattr(memory, "_cgroup_directories", lambda: v1_unlimited)
     assert memory._cgroup_headroom() is None
-    missing = [(str(tmp_path / "absent"), ("memory.max", "memory.current", "inactive_file"))]
+    names = ("memory.max", "memory.current", "inactive_file")
+    missing = [(str(tmp_path / "absent"), str(tmp_path / "absent"), names)]
     monkeypatch.setattr(memory, "_cgroup_directories", lambda: missing)
     assert memory._cgroup_headroom() is None
     # Over its limit (the kernel reclaiming): no room, never a negative figure.
@@ -61,3 +62,17 @@ def test_this_machine_reports_what_proc_meminfo_says():
     with open("/proc/meminfo") as f:
         total = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
     assert 0 < available <= total
+
+
+def test_a_v2_parents_limit_binds_a_child_without_its_own(tmp_path, monkeypatch):
+    names = ("memory.max", "memory.current", "inactive_file")
+    child = tmp_path / "job" / "step"
+    child.mkdir(parents=True)
+    (child / "memory.max").write_text("max\n")
+    (child / "memory.current").write_text("100\n")
+    _group(tmp_path / "job", "v2", limit=1000, usage=400, inactive=50)
+    monkeypatch.setattr(memory, "_cgroup_directories", lambda: [(str(child), str(tmp_path), names)])
+    assert memory._cgroup_headroom() == 650  # the parent's 1000 - 400 + 50
+    # The child's own, tighter limit binds instead.
+    (child / "memory.max").write_text("300\n")
+    assert memory._cgroup_headroom() == 200
