@@ -8,6 +8,7 @@ instead of deep inside a training run.
 
 import contextlib
 import inspect
+import math
 import os
 import sys
 
@@ -136,10 +137,7 @@ def output_values(layer):
             shape = tuple(tensor.shape)[1:]
             if any(size is None for size in shape):
                 return None
-            count = 1
-            for size in shape:
-                count *= int(size)
-            total += count
+            total += math.prod(int(size) for size in shape)
     return total
 
 

@@ -39,18 +39,23 @@ def _cgroup_headroom():
     binds its children: v1 reports it as `hierarchical_memory_limit`, v2 in the
     parent's own files); `None` where no group has a limit.
     """
-    tightest = None
-    for directory, root, names in _cgroup_directories():
-        while True:
-            room = _headroom(directory, names)
-            if room is not None:
-                tightest = room if tightest is None else min(tightest, room)
-            if os.path.normpath(directory) == os.path.normpath(root):
-                break
-            directory = os.path.dirname(os.path.normpath(directory))
-            if not directory.startswith(os.path.normpath(root)):
-                break
-    return tightest
+    rooms = [
+        _headroom(group, names)
+        for directory, root, names in _cgroup_directories()
+        for group in _up_to(directory, root)
+    ]
+    rooms = [room for room in rooms if room is not None]
+    return min(rooms) if rooms else None
+
+
+def _up_to(directory, root):
+    """`directory`, then each directory above it, down to `root` included."""
+    directory, root = os.path.normpath(directory), os.path.normpath(root)
+    while directory.startswith(root):
+        yield directory
+        if directory == root:
+            return
+        directory = os.path.dirname(directory)
 
 
 def _headroom(directory, names):
@@ -59,12 +64,11 @@ def _headroom(directory, names):
     usage = _read_number(os.path.join(directory, names[1]))
     if limit is None or usage is None:
         return None
-    stat = os.path.join(directory, "memory.stat")
-    hierarchical = _stat(stat, "hierarchical_memory_limit")
-    limit = min(limit, hierarchical or limit)
+    stats = _stats(os.path.join(directory, "memory.stat"))
+    limit = min(limit, stats.get("hierarchical_memory_limit") or limit)
     if limit >= _UNLIMITED:
         return None
-    return max(limit - usage + (_stat(stat, names[2]) or 0), 0)
+    return max(limit - usage + stats.get(names[2], 0), 0)
 
 
 def _cgroup_directories():
@@ -103,13 +107,17 @@ def _read_number(path):
         return None
 
 
-def _stat(path, key):
+def _stats(path):
+    """A `memory.stat` file as `{name: number}` (empty where it cannot be read)."""
+    stats = {}
     try:
         with open(path) as f:
             for line in f:
                 name, _, value = line.partition(" ")
-                if name == key:
-                    return int(value)
-    except (OSError, ValueError):
+                try:
+                    stats[name] = int(value)
+                except ValueError:
+                    continue
+    except OSError:
         pass
-    return None
+    return stats

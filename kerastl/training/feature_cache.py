@@ -457,7 +457,7 @@ def _activation_bytes(front):
     return 4 * sum(sizes)
 
 
-def _chunks(batches, values, images=INFERENCE_IMAGES):
+def _chunks(batches, values, images):
     """`(x, [y of each batch], batches merged)`: consecutive batches joined while the
     next one still fits in `values` input values and `images` images (a batch larger
     alone goes alone)."""
